@@ -1,0 +1,2 @@
+//! The Outpost fleet simulator: N real agents, simulated sensors, network faults.
+#![forbid(unsafe_code)]
