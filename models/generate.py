@@ -11,6 +11,9 @@ Outputs (all committed, so `cargo test` never needs Python):
                                      labels, thresholds, inline self-test samples
   vibration-anomaly/reference.json   onnxruntime outputs for fixed inputs
   vibration-anomaly/training-sample.csv  raw features + label (the baseline sample)
+  vibration-anomaly-swapped/, vibration-anomaly-fragile/
+                                     faulty variants for failure-path tests: permuted
+                                     outputs; NaN on live normal data (self-test passes)
   vibration-cnn/model.onnx           1-D CNN over a raw 3 x 1024 window (~2.2 MB weights;
                                      random weights: a benchmark workload, not a classifier)
   vibration-cnn/spec.toml, selftest.json, reference.json
@@ -78,7 +81,14 @@ def train_mlp(x, y, rng, hidden=(32, 16), epochs=600, lr=0.01):
     return params
 
 
-def mlp_onnx(params):
+def mlp_onnx(params, variant="ok"):
+    """variant "ok": the classifier; "swapped": output columns permuted (wrong answers,
+    still self-consistent); "fragile": multiplies by sqrt(x0)/sqrt(x0), which is 1 for a
+    positive normalised rms_x and NaN otherwise (passes a self-test on imbalance samples,
+    fails on live normal data)."""
+    if variant == "swapped":
+        w, b = params[-1]
+        params = params[:-1] + [(w[:, [2, 1, 0]], b[[2, 1, 0]])]
     nodes, inits = [], []
     prev = "features"
     for i, (w, b) in enumerate(params):
@@ -90,7 +100,18 @@ def mlp_onnx(params):
             nodes.append(helper.make_node("Relu", [out], [out + "r"]))
             out += "r"
         prev = out
-    nodes.append(helper.make_node("Softmax", [prev], ["probabilities"], axis=1))
+    if variant == "fragile":
+        inits += [numpy_helper.from_array(np.array([0], dtype=np.int64), "s0"),
+                  numpy_helper.from_array(np.array([1], dtype=np.int64), "s1")]
+        nodes += [
+            helper.make_node("Softmax", [prev], ["soft"], axis=1),
+            helper.make_node("Slice", ["features", "s0", "s1", "s1"], ["x0"]),
+            helper.make_node("Sqrt", ["x0"], ["rx0"]),
+            helper.make_node("Div", ["rx0", "rx0"], ["one"]),
+            helper.make_node("Mul", ["soft", "one"], ["probabilities"]),
+        ]
+    else:
+        nodes.append(helper.make_node("Softmax", [prev], ["probabilities"], axis=1))
     graph = helper.make_graph(
         nodes,
         "vibration-anomaly",
@@ -217,45 +238,60 @@ def main():
         "model": "model.onnx", "input_name": "features", "output_name": "probabilities",
         "runtime": f"onnxruntime {ort.__version__}", "tolerance": 1e-4, "cases": cases})
 
-    lines = [
-        "# Scoring spec for vibration-anomaly (written by models/generate.py).",
-        "[model]",
-        'name = "vibration-anomaly"',
-        'description = "Classifies 16 vibration features into normal / imbalance / bearing fault"',
-        "",
-        "[input]",
-        'name = "features"',
-        'dtype = "f32"',
-        "shape = [16]",
-        "features = [" + ", ".join(f'"{n}"' for n in vib.FEATURE_NAMES) + "]",
-        "",
-        "[input.normalization]",
-        'kind = "zscore"',
-        "mean = " + toml_floats(mean32),
-        "std = " + toml_floats(std32),
-        "",
-        "[output]",
-        'name = "probabilities"',
-        'kind = "probabilities"',
-        'labels = ["normal", "imbalance", "bearing_fault"]',
-        "",
-        "[output.thresholds]",
-        'anomaly_labels = ["imbalance", "bearing_fault"]',
-        "min_confidence = 0.6",
-        "",
-        "[lineage]",
-        f'dataset_id = "synthetic-vibration-seed-{SEED}"',
-        'training_run = "models/generate.py"',
-        "",
-        "[lineage.metrics]",
-        f"heldout_accuracy = {accuracy:.6f}",
-        "",
-    ]
-    for raw, out in selftest:
-        lines += ["[[self_test]]", "input = " + toml_floats(raw),
-                  "expected = " + toml_floats(out), "tolerance = 0.0001", ""]
+    def spec_text(title, samples):
+        lines = [
+            f"# Scoring spec for {title} (written by models/generate.py).",
+            "[model]",
+            'name = "vibration-anomaly"',
+            'description = "Classifies 16 vibration features into normal / imbalance / bearing fault"',
+            "",
+            "[input]",
+            'name = "features"',
+            'dtype = "f32"',
+            "shape = [16]",
+            "features = [" + ", ".join(f'"{n}"' for n in vib.FEATURE_NAMES) + "]",
+            "",
+            "[input.normalization]",
+            'kind = "zscore"',
+            "mean = " + toml_floats(mean32),
+            "std = " + toml_floats(std32),
+            "",
+            "[output]",
+            'name = "probabilities"',
+            'kind = "probabilities"',
+            'labels = ["normal", "imbalance", "bearing_fault"]',
+            "",
+            "[output.thresholds]",
+            'anomaly_labels = ["imbalance", "bearing_fault"]',
+            "min_confidence = 0.6",
+            "",
+            "[lineage]",
+            f'dataset_id = "synthetic-vibration-seed-{SEED}"',
+            'training_run = "models/generate.py"',
+            "",
+            "[lineage.metrics]",
+            f"heldout_accuracy = {accuracy:.6f}",
+            "",
+        ]
+        for raw, out in samples:
+            lines += ["[[self_test]]", "input = " + toml_floats(raw),
+                      "expected = " + toml_floats(out), "tolerance = 0.0001", ""]
+        return "\n".join(lines)
+
     with open(os.path.join(mdir, "spec.toml"), "w") as f:
-        f.write("\n".join(lines))
+        f.write(spec_text("vibration-anomaly", selftest))
+
+    # Faulty variants (same name, later versions) for failure-path tests and the
+    # demo's bad release. "fragile" self-tests on imbalance samples only.
+    for variant, note in [("swapped", "wrong outputs: labels permuted"),
+                          ("fragile", "NaN on live normal data")]:
+        vdir = os.path.join(HERE, f"vibration-anomaly-{variant}")
+        vpath = os.path.join(vdir, "model.onnx")
+        save(mlp_onnx(params, variant), vpath)
+        raws = [r for r, _ in (selftest if variant == "swapped" else selftest[2:4])]
+        samples = [(r, run_ort(vpath, "features", norm(r[None, :]))[0]) for r in raws]
+        with open(os.path.join(vdir, "spec.toml"), "w") as f:
+            f.write(spec_text(f"vibration-anomaly ({note})", samples))
 
     # Baseline training sample: raw features + label, 1000 rows from the training split.
     with open(os.path.join(mdir, "training-sample.csv"), "w") as f:

@@ -1,9 +1,28 @@
 //! The Outpost gateway agent: everything but argument parsing lives here.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`config`] | typed, validated configuration |
+//! | [`link`] | the MQTT connection (rumqttc) |
+//! | [`update`] | directives, chunked pull, A/B install, probation, rollback |
+//! | [`inference`] | tract models driven by the scoring spec, counters |
+//! | [`api`] | the local inference API (HTTP + Unix socket) |
+//! | [`sensors`] | ADXL345 driver, simulated ADXL345, vibration features |
+//! | [`pipeline`] | sensor → features → model → subscribers |
+//! | [`runtime`] | starts and stops all of it |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod inference;
+pub mod link;
+pub mod pipeline;
+pub mod runtime;
+pub mod sensors;
+pub mod update;
 pub mod verify_cmd;
 
 /// Agent version reported to the bridge.

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use outpost_agent::cli::error_chain;
+use outpost_agent::config::AgentConfig;
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the agent: link, updates, local API, sensor pipeline.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Verify a bundle file offline: signature, manifest, chunks, files.
     VerifyBundle {
         /// Bundle file.
@@ -32,8 +41,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
+    match Cli::parse().cmd {
+        Cmd::Run { config } => run(config),
         Cmd::VerifyBundle {
             file,
             trust,
@@ -49,4 +58,64 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn run(config: PathBuf) -> ExitCode {
+    // Configuration problems are one line and exit 2, before anything starts.
+    let cfg = match AgentConfig::load(Some(&config), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let agent = match outpost_agent::runtime::start(cfg, Vec::new()).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        agent.shutdown(Duration::from_secs(5)).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -242,3 +242,31 @@ pub fn verify(
         key_id,
     })
 }
+
+/// Re-verifies a directive this device already accepted and persisted (to resume applying
+/// it after a restart): signature, format and device are checked again; sequence and
+/// expiry are not, because they were checked when it was accepted and the sequence has
+/// since been recorded as used.
+pub fn reverify_accepted(
+    bytes: &[u8],
+    trust: &TrustStore,
+    device_id: &str,
+    limits: &Limits,
+) -> Result<VerifiedDirective, DirectiveError> {
+    if bytes.len() > limits.max_directive {
+        return Err(DirectiveError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_directive,
+        });
+    }
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| DirectiveError::Malformed(e.to_string()))?;
+    let body: Directive = serde_json::from_str(&env.body)
+        .map_err(|e| DirectiveError::MalformedBody(e.to_string()))?;
+    let ctx = DirectiveContext {
+        device_id,
+        last_sequence: None,
+        now: body.issued_at,
+    };
+    verify(bytes, trust, ctx, limits)
+}

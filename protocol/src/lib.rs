@@ -20,6 +20,7 @@ pub mod directive;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
+pub mod serve;
 pub mod spec;
 pub mod time;
 pub mod topics;

@@ -9,6 +9,12 @@
 //! an internal assertion; load and run are wrapped in `catch_unwind` so a bad model is an
 //! error, never a crashed agent.
 
+mod active;
+mod stats;
+
+pub use active::{ActiveModel, ModelHandle};
+pub use stats::{BUCKETS_US, ModelStats, StatsSnapshot};
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

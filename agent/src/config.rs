@@ -1,0 +1,527 @@
+//! Agent configuration: defaults, then the TOML file, then `OUTPOST_*` environment
+//! variables; validated once at start-up into typed values. A bad config is one clear
+//! error naming the field, and `outpost-agent run` exits 2.
+//!
+//! ```toml
+//! device_id = "gw-0001"
+//! data_dir = "/var/lib/outpost"
+//! trust_dir = "/etc/outpost/trust"
+//! tags = { target = "aarch64-unknown-linux-gnu" }
+//!
+//! [broker]
+//! url = "mqtt://127.0.0.1:1883"        # or mqtts://host:8883
+//! keep_alive_secs = 30
+//! # username = "gw-0001"; password_file = "/etc/outpost/password"
+//! # ca_file = "ca.pem"; client_cert = "gw.pem"; client_key = "gw.key"
+//! reconnect_min_ms = 250
+//! reconnect_max_ms = 30000
+//!
+//! [update]
+//! window = 8                 # chunk requests in flight
+//! request_timeout_ms = 5000
+//! health_inferences = 20     # probation passes after this many good inferences...
+//! health_secs = 60           # ...or this long without an error, whichever first
+//! max_probation_boots = 2    # restarts during probation before rolling back
+//!
+//! [api]
+//! http = "127.0.0.1:8089"    # "" disables
+//! unix_socket = "/run/outpost/agent.sock"
+//! max_body_bytes = 1048576
+//!
+//! [sensor]
+//! kind = "simulated"         # none | adxl345 | simulated
+//! i2c_bus = "/dev/i2c-1"
+//! address = 0x53
+//! interval_ms = 1000         # one window every interval
+//! seed = 1                   # simulated only
+//! mode = "normal"            # simulated only: normal | imbalance | bearing_fault
+//! drift = 0.0                # simulated only
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use outpost_protocol::topics::valid_device_id;
+use serde::Deserialize;
+
+use crate::sensors::vibration::MachineMode;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {field}: {message}")]
+    Invalid {
+        /// Field path.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS (`mqtts://`).
+    pub tls: bool,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Username.
+    pub username: Option<String>,
+    /// Password (read from `password_file`; never logged).
+    pub password: Option<String>,
+    /// CA certificate (PEM) for TLS; system roots are not used.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub client_key: Option<PathBuf>,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Reconnect delay cap.
+    pub reconnect_max: Duration,
+}
+
+/// Update behaviour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateConfig {
+    /// Chunk requests in flight.
+    pub window: u32,
+    /// A requested part not answered within this is requested again.
+    pub request_timeout: Duration,
+    /// Probation passes after this many successful inferences...
+    pub health_inferences: u32,
+    /// ...or after this long without an error.
+    pub health_window: Duration,
+    /// Agent restarts during probation tolerated before rolling back.
+    pub max_probation_boots: u32,
+}
+
+/// Local inference API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// TCP listener (loopback by default).
+    pub http: Option<SocketAddr>,
+    /// Unix socket path.
+    pub unix_socket: Option<PathBuf>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+/// Which sensor feeds the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorKind {
+    /// No sensor; the agent serves the API only.
+    None,
+    /// An ADXL345 on a Linux I2C bus.
+    Adxl345 {
+        /// `/dev/i2c-N`.
+        bus: PathBuf,
+        /// 7-bit address (0x53 or 0x1D).
+        address: u8,
+    },
+    /// The register-level simulated ADXL345.
+    Simulated {
+        /// RNG seed.
+        seed: u64,
+        /// Machine behaviour.
+        mode: MachineMode,
+        /// Drift, 0..=1.
+        drift: f64,
+    },
+}
+
+/// Sensor pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorConfig {
+    /// Sensor.
+    pub kind: SensorKind,
+    /// Time between the starts of two windows.
+    pub interval: Duration,
+}
+
+/// The validated agent configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Device id (MQTT client id and topic segment).
+    pub device_id: String,
+    /// Data directory (slots, downloads, store).
+    pub data_dir: PathBuf,
+    /// Directory of trusted public keys.
+    pub trust_dir: PathBuf,
+    /// Device tags reported to the bridge.
+    pub tags: BTreeMap<String, String>,
+    /// Broker.
+    pub broker: BrokerConfig,
+    /// Updates.
+    pub update: UpdateConfig,
+    /// Local API.
+    pub api: ApiConfig,
+    /// Sensor pipeline.
+    pub sensor: SensorConfig,
+    /// Log filter (`info`, `outpost_agent=debug`, …).
+    pub log: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    device_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    trust_dir: Option<PathBuf>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    log: Option<String>,
+    #[serde(default)]
+    broker: RawBroker,
+    #[serde(default)]
+    update: RawUpdate,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    sensor: RawSensor,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    url: Option<String>,
+    keep_alive_secs: Option<u64>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    reconnect_min_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    window: Option<u32>,
+    request_timeout_ms: Option<u64>,
+    health_inferences: Option<u32>,
+    health_secs: Option<u64>,
+    max_probation_boots: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    http: Option<String>,
+    unix_socket: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSensor {
+    kind: Option<String>,
+    i2c_bus: Option<PathBuf>,
+    address: Option<u8>,
+    interval_ms: Option<u64>,
+    seed: Option<u64>,
+    mode: Option<String>,
+    drift: Option<f64>,
+}
+
+impl AgentConfig {
+    /// Loads `path` (if given), applies `OUTPOST_*` overrides from `env`, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    message: e.to_string().trim_end().replace('\n', " "),
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        for (k, v) in env {
+            match k.as_str() {
+                "OUTPOST_DEVICE_ID" => raw.device_id = Some(v),
+                "OUTPOST_DATA_DIR" => raw.data_dir = Some(v.into()),
+                "OUTPOST_TRUST_DIR" => raw.trust_dir = Some(v.into()),
+                "OUTPOST_BROKER_URL" => raw.broker.url = Some(v),
+                "OUTPOST_API_HTTP" => raw.api.http = Some(v),
+                "OUTPOST_LOG" => raw.log = Some(v),
+                _ => {}
+            }
+        }
+        Self::validate(raw, path)
+    }
+
+    /// Parses a config from TOML text (tests, the simulator).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw = toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        Self::validate(raw, None)
+    }
+
+    fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let device_id = raw
+            .device_id
+            .ok_or_else(|| invalid("device_id", "is required"))?;
+        if !valid_device_id(&device_id) {
+            return Err(invalid("device_id", "use 1..=64 of [A-Za-z0-9._-]"));
+        }
+        let data_dir = rel(raw
+            .data_dir
+            .ok_or_else(|| invalid("data_dir", "is required"))?);
+        let trust_dir = rel(raw
+            .trust_dir
+            .ok_or_else(|| invalid("trust_dir", "is required"))?);
+
+        let b = raw.broker;
+        let url = b.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(invalid(
+                "broker.url",
+                format!("{url:?} must start with mqtt:// or mqtts://"),
+            ));
+        };
+        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse::<u16>()
+                    .map_err(|_| invalid("broker.url", format!("bad port in {url:?}")))?,
+            ),
+            None => (
+                rest.trim_end_matches('/').to_owned(),
+                if tls { 8883 } else { 1883 },
+            ),
+        };
+        if host.is_empty() {
+            return Err(invalid("broker.url", format!("no host in {url:?}")));
+        }
+        let password = match b.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(rel(p.clone()))
+                    .map_err(|e| invalid("broker.password_file", format!("{}: {e}", p.display())))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        if b.client_cert.is_some() != b.client_key.is_some() {
+            return Err(invalid(
+                "broker.client_cert",
+                "client_cert and client_key go together",
+            ));
+        }
+        if !tls && (b.ca_file.is_some() || b.client_cert.is_some()) {
+            return Err(invalid(
+                "broker.ca_file",
+                "TLS files given but the URL is not mqtts://",
+            ));
+        }
+        let keep_alive = Duration::from_secs(b.keep_alive_secs.unwrap_or(30));
+        if keep_alive < Duration::from_secs(5) {
+            return Err(invalid("broker.keep_alive_secs", "must be at least 5"));
+        }
+        let reconnect_min = Duration::from_millis(b.reconnect_min_ms.unwrap_or(250));
+        let reconnect_max = Duration::from_millis(b.reconnect_max_ms.unwrap_or(30_000));
+        if reconnect_min.is_zero() || reconnect_max < reconnect_min {
+            return Err(invalid(
+                "broker.reconnect_max_ms",
+                "need 0 < reconnect_min_ms <= reconnect_max_ms",
+            ));
+        }
+
+        let u = raw.update;
+        let window = u.window.unwrap_or(8);
+        if !(1..=64).contains(&window) {
+            return Err(invalid("update.window", "must be within 1..=64"));
+        }
+        let request_timeout = Duration::from_millis(u.request_timeout_ms.unwrap_or(5_000));
+        if request_timeout < Duration::from_millis(50) {
+            return Err(invalid("update.request_timeout_ms", "must be at least 50"));
+        }
+
+        let a = raw.api;
+        let http = match a.http.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8089))),
+            Some("") => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "api.http",
+                    format!("{s:?} is not an address like 127.0.0.1:8089"),
+                )
+            })?),
+        };
+        let max_body_bytes = a.max_body_bytes.unwrap_or(1 << 20);
+        if !(1024..=64 << 20).contains(&max_body_bytes) {
+            return Err(invalid(
+                "api.max_body_bytes",
+                "must be within 1 KiB..=64 MiB",
+            ));
+        }
+
+        let s = raw.sensor;
+        let kind = match s.kind.as_deref().unwrap_or("none") {
+            "none" => SensorKind::None,
+            "adxl345" => SensorKind::Adxl345 {
+                bus: s.i2c_bus.unwrap_or_else(|| "/dev/i2c-1".into()),
+                address: s.address.unwrap_or(0x53),
+            },
+            "simulated" => {
+                let drift = s.drift.unwrap_or(0.0);
+                if !(0.0..=1.0).contains(&drift) {
+                    return Err(invalid("sensor.drift", "must be within 0..=1"));
+                }
+                let mode = s.mode.as_deref().unwrap_or("normal");
+                SensorKind::Simulated {
+                    seed: s.seed.unwrap_or(1),
+                    mode: mode
+                        .parse()
+                        .map_err(|e: String| invalid("sensor.mode", e))?,
+                    drift,
+                }
+            }
+            k => {
+                return Err(invalid(
+                    "sensor.kind",
+                    format!("{k:?} is not one of none, adxl345, simulated"),
+                ));
+            }
+        };
+        let interval = Duration::from_millis(s.interval_ms.unwrap_or(1_000));
+        if interval < Duration::from_millis(10) {
+            return Err(invalid("sensor.interval_ms", "must be at least 10"));
+        }
+
+        Ok(Self {
+            device_id,
+            data_dir,
+            trust_dir,
+            tags: raw.tags,
+            broker: BrokerConfig {
+                host,
+                port,
+                tls,
+                keep_alive,
+                username: b.username,
+                password,
+                ca_file: b.ca_file.map(rel),
+                client_cert: b.client_cert.map(rel),
+                client_key: b.client_key.map(rel),
+                reconnect_min,
+                reconnect_max,
+            },
+            update: UpdateConfig {
+                window,
+                request_timeout,
+                health_inferences: u.health_inferences.unwrap_or(20),
+                health_window: Duration::from_secs(u.health_secs.unwrap_or(60)),
+                max_probation_boots: u.max_probation_boots.unwrap_or(2),
+            },
+            api: ApiConfig {
+                http,
+                unix_socket: a.unix_socket.map(rel),
+                max_body_bytes,
+            },
+            sensor: SensorConfig { kind, interval },
+            log: raw.log.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::from_toml(&format!(
+            "device_id = \"gw-1\"\ndata_dir = \"/tmp/d\"\ntrust_dir = \"/tmp/t\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = cfg("").unwrap();
+        assert_eq!(
+            (c.broker.host.as_str(), c.broker.port, c.broker.tls),
+            ("127.0.0.1", 1883, false)
+        );
+        assert_eq!(c.api.http, Some(SocketAddr::from(([127, 0, 0, 1], 8089))));
+        assert_eq!(c.sensor.kind, SensorKind::None);
+        let c = cfg("[broker]\nurl = \"mqtts://broker.example:8884\"\n[api]\nhttp = \"\"").unwrap();
+        assert!(c.broker.tls && c.broker.port == 8884 && c.api.http.is_none());
+        let c = cfg("[sensor]\nkind = \"simulated\"\nmode = \"imbalance\"\ndrift = 0.3").unwrap();
+        assert!(matches!(
+            c.sensor.kind,
+            SensorKind::Simulated {
+                mode: MachineMode::Imbalance,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        for (extra, field) in [
+            ("[broker]\nurl = \"http://x\"", "broker.url"),
+            ("[broker]\nurl = \"mqtt://x:99999\"", "broker.url"),
+            ("[update]\nwindow = 0", "update.window"),
+            ("[sensor]\nkind = \"lidar\"", "sensor.kind"),
+            (
+                "[sensor]\nkind = \"simulated\"\ndrift = 2.0",
+                "sensor.drift",
+            ),
+            ("[api]\nhttp = \"localhost\"", "api.http"),
+        ] {
+            let e = cfg(extra).unwrap_err().to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+        let e = AgentConfig::from_toml("data_dir = \"x\"\ntrust_dir = \"y\"").unwrap_err();
+        assert!(e.to_string().contains("device_id"), "{e}");
+        let e = AgentConfig::from_toml("device_id = \"a\"\nbogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,409 @@
+//! The MQTT link: one connection to the broker, kept up with jittered exponential
+//! backoff, routing inbound messages to the updater and the sync engine.
+//!
+//! On every ConnAck (clean session) the link re-subscribes to the device's directive,
+//! chunk-response and ack topics, publishes `presence = online` (retained) and the latest
+//! reported state (retained). The Last-Will publishes `presence = offline` (retained) if
+//! the connection dies; a clean shutdown publishes it explicitly first.
+//!
+//! Delivery is never trusted to MQTT alone: everything published while the link is down
+//! is dropped, and the protocols above (chunk request timeouts, uplink end-to-end acks,
+//! state re-published at connect) recover on their own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use outpost_protocol::topics::{self, DeviceTopic};
+use outpost_protocol::wire::{Presence, ReportedState};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::BrokerConfig;
+
+/// Largest MQTT packet accepted or sent: a 128 KiB chunk plus headroom (rumqttc's default
+/// of 10 KiB would reject bundle chunks).
+pub const MAX_PACKET: usize = 512 * 1024;
+
+/// An inbound message for the updater.
+#[derive(Debug)]
+pub enum UpdateInbound {
+    /// A directive message.
+    Directive(Vec<u8>),
+    /// A chunk frame.
+    Frame(Vec<u8>),
+    /// The link is up.
+    Connected,
+    /// The link is down.
+    Disconnected,
+}
+
+/// Why the link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// TLS material could not be loaded.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Why a publish did not happen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// The link is down; nothing was queued.
+    #[error("not connected")]
+    NotConnected,
+    /// The client's queue is full; try again later.
+    #[error("client queue full")]
+    Busy,
+}
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Successful connections after the first.
+    pub reconnects: AtomicU64,
+    /// Connection attempts that failed.
+    pub connect_failures: AtomicU64,
+    /// Inbound messages dropped as malformed or for unknown topics.
+    pub dropped_inbound: AtomicU64,
+}
+
+/// Handle for publishing from other tasks.
+#[derive(Clone)]
+pub struct LinkHandle {
+    client: AsyncClient,
+    connected: watch::Receiver<bool>,
+    device_id: Arc<str>,
+    /// Counters.
+    pub stats: Arc<LinkStats>,
+}
+
+impl LinkHandle {
+    /// Whether the link is up.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// A receiver that changes when the link goes up or down.
+    pub fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// Publishes with QoS 1 if connected; never blocks.
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        if !self.is_connected() {
+            return Err(PublishError::NotConnected);
+        }
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|_| PublishError::Busy)
+    }
+}
+
+/// Where inbound messages go.
+pub struct Routes {
+    /// Directives, frames and link status for the updater.
+    pub update: mpsc::Sender<UpdateInbound>,
+    /// Batch acks for the sync engine.
+    pub acks: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+/// Jittered exponential backoff: delay_n = min(max, min·2^n) · U(0.5, 1].
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: ChaCha8Rng,
+}
+
+impl Backoff {
+    /// A backoff seeded from `seed` (the device id's hash: devices spread out instead of
+    /// reconnecting in lockstep after a broker restart).
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
+        Self {
+            min,
+            max,
+            attempt: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self
+            .min
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        base.mul_f64(self.rng.random_range(0.5..=1.0))
+    }
+
+    /// After a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+fn seed_of(s: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms (std's hasher is randomised).
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn mqtt_options(device_id: &str, cfg: &BrokerConfig) -> Result<MqttOptions, LinkError> {
+    let mut o = MqttOptions::new(device_id, &cfg.host, cfg.port);
+    o.set_keep_alive(cfg.keep_alive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    o.set_last_will(LastWill::new(
+        topics::presence(device_id),
+        Presence {
+            online: false,
+            since: None,
+        }
+        .encode(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        o.set_credentials(u, p);
+    } else if let Some(u) = &cfg.username {
+        o.set_credentials(u, "");
+    }
+    if cfg.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls_config(cfg)?),
+        )));
+    }
+    Ok(o)
+}
+
+fn tls_config(cfg: &BrokerConfig) -> Result<rustls::ClientConfig, LinkError> {
+    let tls = |m: String| LinkError::Tls(m);
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| tls(format!("{}: {e}", p.display())));
+    let ca_path = cfg
+        .ca_file
+        .as_ref()
+        .ok_or_else(|| tls("mqtts:// needs broker.ca_file".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &read(ca_path)?[..]) {
+        let cert = cert.map_err(|e| tls(format!("{}: {e}", ca_path.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| tls(format!("{}: {e}", ca_path.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots);
+    match (&cfg.client_cert, &cfg.client_key) {
+        (Some(c), Some(k)) => {
+            let certs = rustls_pemfile::certs(&mut &read(c)?[..])
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls(format!("{}: {e}", c.display())))?;
+            let key = rustls_pemfile::private_key(&mut &read(k)?[..])
+                .map_err(|e| tls(format!("{}: {e}", k.display())))?
+                .ok_or_else(|| tls(format!("{}: no private key", k.display())))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| tls(e.to_string()))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Creates the link. The returned future runs it until `shutdown` flips to true.
+pub fn start(
+    device_id: &str,
+    cfg: &BrokerConfig,
+    routes: Routes,
+    state: watch::Receiver<Option<ReportedState>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<
+    (
+        LinkHandle,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ),
+    LinkError,
+> {
+    let opts = mqtt_options(device_id, cfg)?;
+    let (client, eventloop) = AsyncClient::new(opts, 256);
+    let (conn_tx, conn_rx) = watch::channel(false);
+    let handle = LinkHandle {
+        client: client.clone(),
+        connected: conn_rx,
+        device_id: device_id.into(),
+        stats: Arc::new(LinkStats::default()),
+    };
+    let task = run(
+        device_id.to_owned(),
+        client,
+        eventloop,
+        Backoff::new(cfg.reconnect_min, cfg.reconnect_max, seed_of(device_id)),
+        routes,
+        state,
+        conn_tx,
+        handle.stats.clone(),
+        shutdown,
+    );
+    Ok((handle, task))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    device_id: String,
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    mut backoff: Backoff,
+    routes: Routes,
+    mut state: watch::Receiver<Option<ReportedState>>,
+    connected: watch::Sender<bool>,
+    stats: Arc<LinkStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ever_connected = false;
+    let publish_state = |s: &Option<ReportedState>| {
+        if let Some(s) = s {
+            let _ = client.try_publish(
+                topics::state(&device_id),
+                QoS::AtLeastOnce,
+                true,
+                s.encode(),
+            );
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff.reset();
+                    if ever_connected {
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ever_connected = true;
+                    for t in [topics::directive(&device_id), topics::chunk_response(&device_id), topics::ack(&device_id)] {
+                        let _ = client.try_subscribe(t, QoS::AtLeastOnce);
+                    }
+                    let online = Presence { online: true, since: Some(crate::clock::unix_now()) };
+                    let _ = client.try_publish(topics::presence(&device_id), QoS::AtLeastOnce, true, online.encode());
+                    publish_state(&state.borrow_and_update());
+                    let _ = connected.send(true);
+                    let _ = routes.update.send(UpdateInbound::Connected).await;
+                    tracing::info!(device = %device_id, "link up");
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => route(&device_id, p, &routes, &stats).await,
+                Ok(_) => {}
+                Err(e) => {
+                    if *connected.borrow() {
+                        let _ = connected.send(false);
+                        let _ = routes.update.send(UpdateInbound::Disconnected).await;
+                        tracing::warn!(device = %device_id, error = %e, "link down");
+                    } else {
+                        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(device = %device_id, error = %e, "connect failed");
+                    }
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            },
+            r = state.changed() => {
+                if r.is_err() { break; }
+                if *connected.borrow() {
+                    publish_state(&state.borrow_and_update());
+                }
+            }
+        }
+    }
+    // Clean shutdown: say offline ourselves (a clean DISCONNECT suppresses the Last-Will),
+    // then give the event loop a moment to flush.
+    if *connected.borrow() {
+        let offline = Presence {
+            online: false,
+            since: None,
+        };
+        let _ = client.try_publish(
+            topics::presence(&device_id),
+            QoS::AtLeastOnce,
+            true,
+            offline.encode(),
+        );
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+    let _ = connected.send(false);
+}
+
+async fn route(device_id: &str, p: rumqttc::Publish, routes: &Routes, stats: &LinkStats) {
+    let payload = p.payload.to_vec();
+    let sent = match topics::parse(&p.topic) {
+        Some((dev, kind)) if dev == device_id => match kind {
+            DeviceTopic::Directive => routes
+                .update
+                .send(UpdateInbound::Directive(payload))
+                .await
+                .is_ok(),
+            DeviceTopic::ChunkResponse => routes
+                .update
+                .send(UpdateInbound::Frame(payload))
+                .await
+                .is_ok(),
+            DeviceTopic::Ack => match &routes.acks {
+                Some(tx) => tx.send(payload).await.is_ok(),
+                None => false,
+            },
+            _ => false,
+        },
+        _ => false,
+    };
+    if !sent {
+        stats.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 7);
+        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
+        assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800));
+        assert!(d.iter().all(|x| *x <= Duration::from_secs(2)));
+        assert!(
+            d[7] >= Duration::from_secs(1),
+            "capped at max, jitter >= half"
+        );
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        assert_eq!(seed_of("gw-1"), seed_of("gw-1"));
+        assert_ne!(seed_of("gw-1"), seed_of("gw-2"));
+    }
+}

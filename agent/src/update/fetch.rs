@@ -1,0 +1,432 @@
+//! The bundle download as a sans-IO state machine.
+//!
+//! Inputs are events (start, frame received, tick, connected, disconnected) with the
+//! current monotonic time in milliseconds; outputs are [`Action`]s for the IO loop to
+//! perform (send a request, persist a part, install). The machine never touches the
+//! network or the disk, so its windowing, timeout and verification logic is tested
+//! deterministically.
+//!
+//! Flow: head pieces are requested and reassembled; the complete head is verified
+//! (signature, manifest, digest = the directive's) into a [`VerifiedManifest`]; then payload
+//! chunks are requested with at most `window` in flight, each checked against its SHA-256
+//! in the manifest on arrival and handed out for persisting. A part not answered within
+//! `request_timeout` is requested again; on reconnect every in-flight part is requested
+//! again. When every chunk is held, [`Action::Install`] fires once.
+//!
+//! Resuming after a restart starts from [`Fetcher::resume`] with the chunks already on
+//! disk, so only the missing ones are requested.
+
+use std::collections::BTreeMap;
+
+use outpost_protocol::bundle::{VerifiedManifest, Verifier};
+use outpost_protocol::directive::VerifiedDirective;
+use outpost_protocol::limits::HEAD_PIECE_SIZE;
+use outpost_protocol::wire::{ChunkFrame, ChunkRequest, MAX_PARTS_PER_REQUEST, PartKind};
+use outpost_protocol::{Digest, TrustStore};
+
+/// A chunk that fails its digest check this many times fails the download: the server is
+/// serving bad bytes and retrying forever would hide it.
+pub const MAX_CHUNK_REJECTIONS: u32 = 5;
+
+/// Tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchConfig {
+    /// Parts in flight.
+    pub window: u32,
+    /// Re-request a part after this long, ms.
+    pub request_timeout_ms: u64,
+}
+
+/// What the IO loop must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Publish a chunk request.
+    Request(ChunkRequest),
+    /// Persist the verified head.
+    PersistHead {
+        /// Bundle digest.
+        digest: Digest,
+        /// Head bytes.
+        head: Vec<u8>,
+    },
+    /// Persist a verified chunk.
+    PersistChunk {
+        /// Bundle digest.
+        digest: Digest,
+        /// Chunk index.
+        index: u32,
+        /// Chunk bytes (digest checked).
+        data: Vec<u8>,
+    },
+    /// Every chunk is held: assemble and install.
+    Install {
+        /// The directive being applied.
+        directive: VerifiedDirective,
+        /// Its verified manifest.
+        manifest: Box<VerifiedManifest>,
+    },
+    /// The download cannot succeed (bad head, bridge refuses): give up on this directive.
+    Fail {
+        /// The directive.
+        directive: VerifiedDirective,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters for reporting and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Payload chunks accepted.
+    pub chunks_received: u32,
+    /// Payload bytes accepted.
+    pub bytes_received: u64,
+    /// Frames ignored (not requested, duplicate, stale bundle).
+    pub ignored: u32,
+    /// Chunks that failed their digest check.
+    pub rejected: u32,
+    /// Requests re-sent after a timeout.
+    pub retries: u32,
+}
+
+enum Phase {
+    Idle,
+    Head {
+        directive: VerifiedDirective,
+        pieces: Vec<Option<Vec<u8>>>,
+        inflight: BTreeMap<u32, u64>,
+    },
+    Chunks {
+        directive: VerifiedDirective,
+        manifest: Box<VerifiedManifest>,
+        have: Vec<bool>,
+        inflight: BTreeMap<u32, u64>,
+        rejections: BTreeMap<u32, u32>,
+    },
+    Done,
+}
+
+/// The download machine.
+pub struct Fetcher {
+    cfg: FetchConfig,
+    trust: TrustStore,
+    phase: Phase,
+    connected: bool,
+    stats: FetchStats,
+}
+
+impl Fetcher {
+    /// A machine with nothing to do.
+    pub fn new(cfg: FetchConfig, trust: TrustStore) -> Self {
+        Self {
+            cfg,
+            trust,
+            phase: Phase::Idle,
+            connected: false,
+            stats: FetchStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> FetchStats {
+        self.stats
+    }
+
+    /// Digest being fetched, if any.
+    pub fn target(&self) -> Option<Digest> {
+        match &self.phase {
+            Phase::Head { directive, .. } | Phase::Chunks { directive, .. } => {
+                Some(directive.directive().bundle.digest)
+            }
+            _ => None,
+        }
+    }
+
+    /// (chunks held, chunks total); total is 0 until the head is verified.
+    pub fn progress(&self) -> (u32, u32) {
+        match &self.phase {
+            Phase::Chunks { have, .. } => (
+                have.iter().filter(|h| **h).count() as u32,
+                have.len() as u32,
+            ),
+            _ => (0, 0),
+        }
+    }
+
+    /// Drops any download in progress.
+    pub fn cancel(&mut self) {
+        self.phase = Phase::Idle;
+    }
+
+    /// Starts fetching the bundle a directive names, from its head.
+    pub fn begin(&mut self, directive: VerifiedDirective, now: u64) -> Vec<Action> {
+        let head_size = directive.directive().bundle.head_size.max(1);
+        let pieces = head_size.div_ceil(HEAD_PIECE_SIZE) as usize;
+        self.phase = Phase::Head {
+            directive,
+            pieces: vec![None; pieces],
+            inflight: BTreeMap::new(),
+        };
+        self.pump(now)
+    }
+
+    /// Resumes with a head already verified from disk and the chunks already held.
+    pub fn resume(
+        &mut self,
+        directive: VerifiedDirective,
+        manifest: VerifiedManifest,
+        have: Vec<bool>,
+        now: u64,
+    ) -> Vec<Action> {
+        self.phase = Phase::Chunks {
+            directive,
+            manifest: Box::new(manifest),
+            have,
+            inflight: BTreeMap::new(),
+            rejections: BTreeMap::new(),
+        };
+        self.pump(now)
+    }
+
+    /// The link came up: everything in flight was lost with the old session.
+    pub fn on_connected(&mut self, now: u64) -> Vec<Action> {
+        self.connected = true;
+        self.clear_inflight();
+        self.pump(now)
+    }
+
+    /// The link went down.
+    pub fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.clear_inflight();
+    }
+
+    fn clear_inflight(&mut self) {
+        match &mut self.phase {
+            Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } => inflight.clear(),
+            _ => {}
+        }
+    }
+
+    /// Time passes: expire requests and refill the window.
+    pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
+        let expired = match &mut self.phase {
+            Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } => {
+                let before = inflight.len();
+                inflight.retain(|_, deadline| *deadline > now);
+                before - inflight.len()
+            }
+            _ => 0,
+        };
+        self.stats.retries += expired as u32;
+        self.pump(now)
+    }
+
+    /// A frame arrived.
+    pub fn on_frame(&mut self, frame: ChunkFrame, now: u64) -> Vec<Action> {
+        if Some(frame.bundle) != self.target() {
+            self.stats.ignored += 1;
+            return Vec::new();
+        }
+        match frame.kind {
+            PartKind::Error => {
+                // The bridge does not serve this part right now (unknown bundle, rate
+                // limit): let the request time out and try again rather than give up; the
+                // directive's deployment decides when to stop.
+                self.stats.ignored += 1;
+                Vec::new()
+            }
+            PartKind::Head => self.on_head_piece(frame, now),
+            PartKind::Chunk => self.on_chunk(frame, now),
+        }
+    }
+
+    fn on_head_piece(&mut self, frame: ChunkFrame, now: u64) -> Vec<Action> {
+        let Phase::Head {
+            pieces, inflight, ..
+        } = &mut self.phase
+        else {
+            self.stats.ignored += 1;
+            return Vec::new();
+        };
+        let i = frame.index as usize;
+        if i >= pieces.len() || pieces[i].is_some() {
+            self.stats.ignored += 1;
+            return Vec::new();
+        }
+        inflight.remove(&frame.index);
+        pieces[i] = Some(frame.data);
+        if pieces.iter().any(Option::is_none) {
+            return self.pump(now);
+        }
+        let Phase::Head {
+            directive, pieces, ..
+        } = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
+            unreachable!("matched above");
+        };
+        let head: Vec<u8> = pieces.into_iter().flatten().flatten().collect();
+        let expected = directive.directive().bundle.digest;
+        let verified = Verifier::new(&self.trust)
+            .verify_head(&head)
+            .and_then(|m| m.expect_digest(expected));
+        match verified {
+            Ok(manifest) => {
+                let n = manifest.chunk_count() as usize;
+                let mut out = vec![Action::PersistHead {
+                    digest: expected,
+                    head,
+                }];
+                out.extend(self.resume(directive, manifest, vec![false; n], now));
+                out
+            }
+            Err(e) => {
+                self.phase = Phase::Done;
+                vec![Action::Fail {
+                    directive,
+                    reason: format!("bundle head rejected: {e}"),
+                }]
+            }
+        }
+    }
+
+    fn on_chunk(&mut self, frame: ChunkFrame, now: u64) -> Vec<Action> {
+        let Phase::Chunks {
+            manifest,
+            have,
+            inflight,
+            rejections,
+            ..
+        } = &mut self.phase
+        else {
+            self.stats.ignored += 1;
+            return Vec::new();
+        };
+        let i = frame.index as usize;
+        if i >= have.len() || have[i] {
+            self.stats.ignored += 1;
+            return Vec::new();
+        }
+        inflight.remove(&frame.index);
+        if let Err(e) = manifest.check_chunk(frame.index, &frame.data) {
+            // Corrupted in transit or by a faulty server: drop it; it will be requested
+            // again (it is no longer in flight) — up to a limit.
+            self.stats.rejected += 1;
+            let n = rejections.entry(frame.index).or_insert(0);
+            *n += 1;
+            if *n >= MAX_CHUNK_REJECTIONS {
+                let Phase::Chunks { directive, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Done)
+                else {
+                    unreachable!("matched above");
+                };
+                return vec![Action::Fail {
+                    directive,
+                    reason: format!(
+                        "{e}, {MAX_CHUNK_REJECTIONS} times: the server is serving bad data"
+                    ),
+                }];
+            }
+            return self.pump(now);
+        }
+        have[i] = true;
+        self.stats.chunks_received += 1;
+        self.stats.bytes_received += frame.data.len() as u64;
+        let mut out = vec![Action::PersistChunk {
+            digest: manifest.digest(),
+            index: frame.index,
+            data: frame.data,
+        }];
+        out.extend(self.pump(now));
+        out
+    }
+
+    /// Fills the window; fires Install when complete.
+    fn pump(&mut self, now: u64) -> Vec<Action> {
+        let deadline = now + self.cfg.request_timeout_ms;
+        let window = self.cfg.window as usize;
+        let connected = self.connected;
+        match &mut self.phase {
+            Phase::Head {
+                directive,
+                pieces,
+                inflight,
+            } => {
+                if !connected {
+                    return Vec::new();
+                }
+                let want: Vec<u32> = (0..pieces.len() as u32)
+                    .filter(|i| pieces[*i as usize].is_none() && !inflight.contains_key(i))
+                    .take(window.saturating_sub(inflight.len()))
+                    .collect();
+                request(
+                    directive.directive().bundle.digest,
+                    want,
+                    true,
+                    inflight,
+                    deadline,
+                )
+            }
+            Phase::Chunks {
+                have,
+                inflight,
+                manifest,
+                ..
+            } => {
+                if have.iter().all(|h| *h) {
+                    let Phase::Chunks {
+                        directive,
+                        manifest,
+                        ..
+                    } = std::mem::replace(&mut self.phase, Phase::Done)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    return vec![Action::Install {
+                        directive,
+                        manifest,
+                    }];
+                }
+                if !connected {
+                    return Vec::new();
+                }
+                let want: Vec<u32> = (0..have.len() as u32)
+                    .filter(|i| !have[*i as usize] && !inflight.contains_key(i))
+                    .take(window.saturating_sub(inflight.len()))
+                    .collect();
+                request(manifest.digest(), want, false, inflight, deadline)
+            }
+            Phase::Idle | Phase::Done => Vec::new(),
+        }
+    }
+}
+
+fn request(
+    bundle: Digest,
+    want: Vec<u32>,
+    head: bool,
+    inflight: &mut BTreeMap<u32, u64>,
+    deadline: u64,
+) -> Vec<Action> {
+    want.chunks(MAX_PARTS_PER_REQUEST)
+        .map(|parts| {
+            for p in parts {
+                inflight.insert(*p, deadline);
+            }
+            let (h, c) = if head {
+                (parts.to_vec(), vec![])
+            } else {
+                (vec![], parts.to_vec())
+            };
+            Action::Request(ChunkRequest {
+                bundle,
+                head: h,
+                chunks: c,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "fetch_tests.rs"]
+mod tests;

@@ -1,0 +1,309 @@
+use std::collections::BTreeSet;
+
+use outpost_protocol::bundle::BundleBuilder;
+use outpost_protocol::directive::{
+    self, BundleTarget, DIRECTIVE_FORMAT, Directive, DirectiveContext,
+};
+use outpost_protocol::manifest::{Lineage, ModelRef};
+use outpost_protocol::serve::ServedBundle;
+use outpost_protocol::spec::{
+    DType, InputSpec, Normalization, OutputKind, OutputSpec, ScoringSpec, Thresholds,
+};
+use outpost_protocol::{Limits, SigningKey};
+
+use super::*;
+
+const CFG: FetchConfig = FetchConfig {
+    window: 4,
+    request_timeout_ms: 1000,
+};
+
+fn spec() -> ScoringSpec {
+    ScoringSpec {
+        input: InputSpec {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![2],
+            features: vec![],
+            normalization: Normalization::None,
+        },
+        output: OutputSpec {
+            name: "y".into(),
+            kind: OutputKind::Probabilities,
+            labels: vec!["a".into(), "b".into()],
+            thresholds: Thresholds::default(),
+        },
+    }
+}
+
+/// A bundle of ~20 chunks of 512 bytes (incompressible content) and its directive.
+fn fixture(key: &SigningKey) -> (ServedBundle, VerifiedDirective, TrustStore) {
+    let mut x = 0x9E37_79B9u32;
+    let noise: Vec<u8> = (0..10_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let lineage = Lineage {
+        created_by: "t".into(),
+        ..Default::default()
+    };
+    let built = BundleBuilder::new(
+        ModelRef {
+            name: "m".into(),
+            version: 1,
+        },
+        noise,
+        spec(),
+        lineage,
+    )
+    .chunk_size(512)
+    .build(key)
+    .unwrap();
+    let served = ServedBundle::new(built.bytes.clone()).unwrap();
+    let mut trust = TrustStore::new();
+    trust.add(key.public_key());
+    let d = Directive {
+        format: DIRECTIVE_FORMAT,
+        deployment_id: "dep".into(),
+        device_id: "dev".into(),
+        sequence: 1,
+        issued_at: 0,
+        expires_at: 100,
+        bundle: BundleTarget {
+            digest: built.digest,
+            model: ModelRef {
+                name: "m".into(),
+                version: 1,
+            },
+            head_size: built.head_len as u32,
+            size: built.bytes.len() as u64,
+        },
+    };
+    let ctx = DirectiveContext {
+        device_id: "dev",
+        last_sequence: None,
+        now: 1,
+    };
+    let vd = directive::verify(&d.sign(key), &trust, ctx, &Limits::default()).unwrap();
+    (served, vd, trust)
+}
+
+/// Drives the machine against a server until Install/Fail or `max_steps`; `drop` decides
+/// which responses (by running count) are lost.
+struct Harness {
+    f: Fetcher,
+    now: u64,
+    persisted: BTreeSet<u32>,
+    requested: Vec<u32>,
+    outcome: Option<Action>,
+    max_inflight_seen: usize,
+}
+
+impl Harness {
+    fn new(f: Fetcher) -> Self {
+        Self {
+            f,
+            now: 0,
+            persisted: BTreeSet::new(),
+            requested: Vec::new(),
+            outcome: None,
+            max_inflight_seen: 0,
+        }
+    }
+
+    fn run(
+        &mut self,
+        served: &ServedBundle,
+        mut actions: Vec<Action>,
+        drop: &mut dyn FnMut(u32) -> bool,
+        corrupt: &mut dyn FnMut(u32, &ChunkFrame) -> bool,
+    ) {
+        let mut sent = 0u32;
+        for _ in 0..10_000 {
+            let mut frames = Vec::new();
+            for a in actions.drain(..) {
+                match a {
+                    Action::Request(r) => {
+                        self.requested.extend(&r.chunks);
+                        frames.extend(served.respond(&r));
+                    }
+                    Action::PersistChunk { index, .. } => assert!(
+                        self.persisted.insert(index),
+                        "chunk {index} persisted twice"
+                    ),
+                    Action::PersistHead { .. } => {}
+                    a @ (Action::Install { .. } | Action::Fail { .. }) => {
+                        self.outcome = Some(a);
+                        return;
+                    }
+                }
+            }
+            if let Phase::Chunks { inflight, .. } | Phase::Head { inflight, .. } = &self.f.phase {
+                self.max_inflight_seen = self.max_inflight_seen.max(inflight.len());
+            }
+            if frames.is_empty() {
+                self.now += 600;
+                actions = self.f.on_tick(self.now);
+                continue;
+            }
+            for mut fr in frames {
+                sent += 1;
+                if drop(sent) {
+                    continue;
+                }
+                if fr.kind == PartKind::Chunk && corrupt(sent, &fr) {
+                    fr.data[0] ^= 1;
+                }
+                self.now += 1;
+                actions.extend(self.f.on_frame(fr, self.now));
+            }
+        }
+        panic!("did not finish");
+    }
+}
+
+#[test]
+fn fetches_everything_within_the_window() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    assert!(f.on_connected(0).is_empty());
+    let first = f.begin(vd, 0);
+    let mut h = Harness::new(f);
+    h.run(&served, first, &mut |_| false, &mut |_, _| false);
+    assert!(matches!(h.outcome, Some(Action::Install { .. })));
+    assert_eq!(h.persisted.len() as u32, served.chunk_count());
+    assert!(served.chunk_count() >= 16);
+    assert!(h.max_inflight_seen <= CFG.window as usize);
+    assert_eq!(h.f.stats().chunks_received, served.chunk_count());
+    assert_eq!(h.f.stats().retries, 0);
+}
+
+#[test]
+fn lost_and_corrupted_frames_are_requested_again() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    let first = f.begin(vd, 0);
+    let mut h = Harness::new(f);
+    h.run(&served, first, &mut |n| n % 3 == 0, &mut |n, _| n % 7 == 0);
+    assert!(matches!(h.outcome, Some(Action::Install { .. })));
+    assert_eq!(h.persisted.len() as u32, served.chunk_count());
+    let s = h.f.stats();
+    assert!(s.retries > 0 && s.rejected > 0, "{s:?}");
+}
+
+#[test]
+fn nothing_is_sent_while_disconnected_and_reconnect_re_requests() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    assert!(f.begin(vd, 0).is_empty(), "disconnected: no requests");
+    assert!(f.on_tick(5000).is_empty());
+    let acts = f.on_connected(5000);
+    assert!(matches!(acts.as_slice(), [Action::Request(r)] if r.head == vec![0]));
+    let mut h = Harness::new(f);
+    h.run(&served, acts, &mut |_| false, &mut |_, _| false);
+    assert!(matches!(h.outcome, Some(Action::Install { .. })));
+}
+
+#[test]
+fn resume_requests_only_missing_chunks() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let head = &served.bytes()[..served.head_len()];
+    let manifest = Verifier::new(&trust).verify_head(head).unwrap();
+    let n = served.chunk_count() as usize;
+    let have: Vec<bool> = (0..n).map(|i| i % 3 != 1).collect();
+    let missing: BTreeSet<u32> = (0..n as u32).filter(|i| i % 3 == 1).collect();
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    let first = f.resume(vd, manifest, have, 0);
+    let mut h = Harness::new(f);
+    h.run(&served, first, &mut |_| false, &mut |_, _| false);
+    assert!(matches!(h.outcome, Some(Action::Install { .. })));
+    let requested: BTreeSet<u32> = h.requested.iter().copied().collect();
+    assert_eq!(requested, missing);
+    assert_eq!(h.requested.len(), missing.len(), "no chunk requested twice");
+}
+
+#[test]
+fn a_head_that_fails_verification_fails_the_download() {
+    let signer = SigningKey::generate().unwrap();
+    let (served, _, _) = fixture(&signer);
+    let other = SigningKey::generate().unwrap();
+    let (_, vd_other, trust_other) = fixture(&other);
+    // The directive (signed by a trusted key) names a bundle; the server hands back a
+    // head signed by an untrusted key under that digest.
+    let mut f = Fetcher::new(CFG, trust_other);
+    f.on_connected(0);
+    let target = vd_other.directive().bundle.digest;
+    f.begin(vd_other, 0);
+    let mut acts = Vec::new();
+    for i in 0..served.head_pieces() {
+        let data = served.part(PartKind::Head, i).unwrap().to_vec();
+        acts.extend(f.on_frame(
+            ChunkFrame {
+                bundle: target,
+                kind: PartKind::Head,
+                index: i,
+                data,
+            },
+            1,
+        ));
+    }
+    match acts.pop() {
+        Some(Action::Fail { reason, .. }) => assert!(reason.contains("unknown key"), "{reason}"),
+        other => panic!("expected Fail, got {other:?}"),
+    }
+}
+
+#[test]
+fn frames_for_other_bundles_or_unrequested_parts_are_ignored() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    f.begin(vd, 0);
+    let stray = ChunkFrame {
+        bundle: Digest::of(b"other"),
+        kind: PartKind::Chunk,
+        index: 0,
+        data: vec![1, 2, 3],
+    };
+    assert!(f.on_frame(stray, 1).is_empty());
+    let early_chunk = ChunkFrame {
+        bundle: served.digest(),
+        kind: PartKind::Chunk,
+        index: 0,
+        data: served.part(PartKind::Chunk, 0).unwrap().to_vec(),
+    };
+    assert!(
+        f.on_frame(early_chunk, 2).is_empty(),
+        "chunks before the head are ignored"
+    );
+    assert_eq!(f.stats().ignored, 2);
+}
+
+#[test]
+fn a_chunk_that_keeps_failing_verification_fails_the_download() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    let first = f.begin(vd, 0);
+    let mut h = Harness::new(f);
+    // Chunk 3 is always corrupted by the "server".
+    h.run(&served, first, &mut |_| false, &mut |_, f| f.index == 3);
+    match h.outcome {
+        Some(Action::Fail { reason, .. }) => {
+            assert!(reason.contains("chunk 3 digest mismatch"), "{reason}")
+        }
+        other => panic!("expected Fail, got {other:?}"),
+    }
+}
