@@ -28,6 +28,29 @@
 //! unix_socket = "/run/outpost/agent.sock"
 //! max_body_bytes = 1048576
 //!
+//! [store]
+//! max_bytes = 67108864       # one budget across all streams
+//! when_full = "evict_lowest_oldest"   # or "reject_new"
+//! durability = "normal"      # or "full"
+//! priority = { captures = 0, telemetry = 1, events = 2 }   # higher is kept longer
+//!
+//! [sync]
+//! batch_records = 500
+//! batch_bytes = 262144
+//! linger_ms = 500
+//! window = 4                 # batches in flight per stream
+//! ack_timeout_ms = 10000
+//! zstd_level = 3
+//!
+//! [telemetry]
+//! interval_secs = 60
+//!
+//! [capture]                  # default policy; [capture.models.NAME] overrides per model
+//! sample_rate = 0.01
+//! on_anomaly = true
+//! # low_confidence = 0.6     # default: the spec's min_confidence
+//! max_per_hour = 600
+//!
 //! [sensor]
 //! kind = "simulated"         # none | adxl345 | simulated
 //! i2c_bus = "/dev/i2c-1"
@@ -46,7 +69,10 @@ use std::time::Duration;
 use outpost_protocol::topics::valid_device_id;
 use serde::Deserialize;
 
+use crate::capture::CapturePolicy;
 use crate::sensors::vibration::MachineMode;
+use crate::store::{Durability, StoreConfig, WhenFull};
+use crate::sync::SyncConfig;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +214,18 @@ pub struct AgentConfig {
     pub api: ApiConfig,
     /// Sensor pipeline.
     pub sensor: SensorConfig,
+    /// Offline store.
+    pub store: StoreConfig,
+    /// Uplink sync.
+    pub sync: SyncConfig,
+    /// zstd level for uplink batches.
+    pub zstd_level: i32,
+    /// Telemetry period.
+    pub telemetry_interval: Duration,
+    /// Default capture policy.
+    pub capture: CapturePolicy,
+    /// Per-model capture policies.
+    pub capture_models: std::collections::HashMap<String, CapturePolicy>,
     /// Log filter (`info`, `outpost_agent=debug`, …).
     pub log: String,
 }
@@ -209,6 +247,78 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     sensor: RawSensor,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+    #[serde(default)]
+    capture: RawCapture,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    max_bytes: Option<u64>,
+    when_full: Option<String>,
+    durability: Option<String>,
+    priority: Option<BTreeMap<String, u8>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    batch_records: Option<usize>,
+    batch_bytes: Option<usize>,
+    linger_ms: Option<u64>,
+    window: Option<usize>,
+    ack_timeout_ms: Option<u64>,
+    zstd_level: Option<i32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    interval_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    sample_rate: Option<f64>,
+    on_anomaly: Option<bool>,
+    low_confidence: Option<f32>,
+    max_per_hour: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    #[serde(flatten)]
+    default: RawPolicy,
+    #[serde(default)]
+    models: BTreeMap<String, RawPolicy>,
+}
+
+fn policy(
+    raw: &RawPolicy,
+    base: &CapturePolicy,
+    field: &'static str,
+) -> Result<CapturePolicy, ConfigError> {
+    let p = CapturePolicy {
+        sample_rate: raw.sample_rate.unwrap_or(base.sample_rate),
+        on_anomaly: raw.on_anomaly.unwrap_or(base.on_anomaly),
+        low_confidence: raw.low_confidence.or(base.low_confidence),
+        max_per_hour: raw.max_per_hour.unwrap_or(base.max_per_hour),
+    };
+    if !(0.0..=1.0).contains(&p.sample_rate) {
+        return Err(invalid(field, "sample_rate must be within 0..=1"));
+    }
+    if p.low_confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+        return Err(invalid(field, "low_confidence must be within 0..=1"));
+    }
+    Ok(p)
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +546,77 @@ impl AgentConfig {
             return Err(invalid("sensor.interval_ms", "must be at least 10"));
         }
 
+        let st = raw.store;
+        let max_bytes = st.max_bytes.unwrap_or(64 << 20);
+        if max_bytes < 64 * 1024 {
+            return Err(invalid("store.max_bytes", "must be at least 65536"));
+        }
+        let when_full = match st.when_full.as_deref().unwrap_or("evict_lowest_oldest") {
+            "evict_lowest_oldest" => WhenFull::EvictLowestOldest,
+            "reject_new" => WhenFull::RejectNew,
+            o => {
+                return Err(invalid(
+                    "store.when_full",
+                    format!("{o:?} is not evict_lowest_oldest or reject_new"),
+                ));
+            }
+        };
+        let durability = match st.durability.as_deref().unwrap_or("normal") {
+            "normal" => Durability::Normal,
+            "full" => Durability::Full,
+            o => {
+                return Err(invalid(
+                    "store.durability",
+                    format!("{o:?} is not normal or full"),
+                ));
+            }
+        };
+        let mut streams = crate::store::default_streams();
+        for (k, v) in st.priority.unwrap_or_default() {
+            if !outpost_protocol::topics::valid_stream(&k) {
+                return Err(invalid(
+                    "store.priority",
+                    format!("{k:?} is not a valid stream name ([a-z0-9_])"),
+                ));
+            }
+            streams.insert(k, v);
+        }
+        let y = raw.sync;
+        let sync = SyncConfig {
+            max_records: y.batch_records.unwrap_or(500),
+            max_bytes: y.batch_bytes.unwrap_or(256 * 1024),
+            linger_ms: y.linger_ms.unwrap_or(500),
+            window: y.window.unwrap_or(4),
+            ack_timeout_ms: y.ack_timeout_ms.unwrap_or(10_000),
+        };
+        if !(1..=10_000).contains(&sync.max_records)
+            || !(1024..=384 * 1024).contains(&sync.max_bytes)
+        {
+            return Err(invalid(
+                "sync.batch_records",
+                "batch_records must be 1..=10000 and batch_bytes 1 KiB..=384 KiB (fits the MQTT packet limit)",
+            ));
+        }
+        if !(1..=64).contains(&sync.window) || sync.ack_timeout_ms < 100 {
+            return Err(invalid(
+                "sync.window",
+                "window must be 1..=64 and ack_timeout_ms >= 100",
+            ));
+        }
+        let zstd_level = y.zstd_level.unwrap_or(3);
+        if !(1..=19).contains(&zstd_level) {
+            return Err(invalid("sync.zstd_level", "must be within 1..=19"));
+        }
+        let telemetry_interval = Duration::from_secs(raw.telemetry.interval_secs.unwrap_or(60));
+        if telemetry_interval.is_zero() {
+            return Err(invalid("telemetry.interval_secs", "must be at least 1"));
+        }
+        let capture = policy(&raw.capture.default, &CapturePolicy::default(), "capture")?;
+        let mut capture_models = std::collections::HashMap::new();
+        for (name, p) in &raw.capture.models {
+            capture_models.insert(name.clone(), policy(p, &capture, "capture.models")?);
+        }
+
         Ok(Self {
             device_id,
             data_dir,
@@ -467,6 +648,17 @@ impl AgentConfig {
                 max_body_bytes,
             },
             sensor: SensorConfig { kind, interval },
+            store: StoreConfig {
+                max_bytes,
+                when_full,
+                durability,
+                streams,
+            },
+            sync,
+            zstd_level,
+            telemetry_interval,
+            capture,
+            capture_models,
             log: raw.log.unwrap_or_else(|| "info".into()),
         })
     }
@@ -515,6 +707,14 @@ mod tests {
                 "sensor.drift",
             ),
             ("[api]\nhttp = \"localhost\"", "api.http"),
+            ("[store]\nmax_bytes = 10", "store.max_bytes"),
+            ("[store]\nwhen_full = \"panic\"", "store.when_full"),
+            ("[sync]\nzstd_level = 40", "sync.zstd_level"),
+            ("[capture]\nsample_rate = 2.0", "capture"),
+            (
+                "[capture.models.m]\nlow_confidence = -1.0",
+                "capture.models",
+            ),
         ] {
             let e = cfg(extra).unwrap_err().to_string();
             assert!(e.contains(field), "{extra}: {e}");

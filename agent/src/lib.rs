@@ -14,14 +14,19 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod inference;
 pub mod link;
 pub mod pipeline;
+pub mod recorder;
 pub mod runtime;
 pub mod sensors;
+pub mod store;
+pub mod sync;
+pub mod telemetry;
 pub mod update;
 pub mod verify_cmd;
 

@@ -35,6 +35,10 @@ pub struct PipelineResult {
     pub prediction: Option<Prediction>,
     /// Which model answered.
     pub model: Option<InstalledModel>,
+    /// What the model was given (None when it is the features).
+    pub model_input: Option<Vec<f32>>,
+    /// The spec's low-confidence threshold.
+    pub min_confidence: Option<f32>,
     /// Inference latency, µs.
     pub latency_us: u64,
     /// Why there is no prediction.
@@ -253,13 +257,16 @@ pub fn classify(
             features,
             prediction: None,
             model: None,
+            model_input: None,
+            min_confidence: None,
             latency_us: 0,
             error: Some("no model active".into()),
         };
     };
     let spec = &active.model.spec().input;
     // Feed the model what it asks for: the 16 features, or the raw 3 × WINDOW window.
-    let input: Option<Vec<f32>> = if spec.features.iter().map(String::as_str).eq(FEATURE_NAMES) {
+    let uses_features = spec.features.iter().map(String::as_str).eq(FEATURE_NAMES);
+    let input: Option<Vec<f32>> = if uses_features {
         Some(features.clone())
     } else if spec.shape == [3, WINDOW] {
         Some(window.iter().flatten().map(|v| *v as f32).collect())
@@ -267,7 +274,7 @@ pub fn classify(
         None
     };
     let start = Instant::now();
-    let (prediction, error) = match input {
+    let (prediction, error) = match &input {
         None => (
             None,
             Some(format!(
@@ -275,7 +282,7 @@ pub fn classify(
                 spec.shape
             )),
         ),
-        Some(x) => match active.predict(&x) {
+        Some(x) => match active.predict(x) {
             Ok(p) => (Some(p), None),
             Err(e) => {
                 stats.inference_errors.fetch_add(1, Relaxed);
@@ -288,6 +295,8 @@ pub fn classify(
         features,
         prediction,
         model: Some(active.info.clone()),
+        model_input: if uses_features { None } else { input },
+        min_confidence: active.model.spec().output.thresholds.min_confidence,
         latency_us: start.elapsed().as_micros() as u64,
         error,
     }

@@ -1,21 +1,31 @@
-//! Wiring: starts the link, updater, local API and sensor pipeline for one agent, and
-//! stops them with one shutdown signal and a bounded drain.
+//! Wiring: starts the link, updater, local API, sensor pipeline, store, recorder,
+//! telemetry and sync for one agent, and stops them in two phases: first everything that
+//! produces or sends (sync gets a grace period to flush), then the link.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost_protocol::TrustStore;
 use outpost_protocol::keys::KeyError;
-use tokio::sync::{mpsc, watch};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::capture::Capturer;
 use crate::config::AgentConfig;
 use crate::inference::ModelHandle;
 use crate::link::{self, LinkError, LinkHandle, Routes};
 use crate::pipeline::{self, PipelineHandle, PipelineResult};
+use crate::recorder::{self, AgentEvent, RecorderStats};
+use crate::store::Store;
+use crate::sync::{self, SharedStore, UplinkCounters};
+use crate::telemetry;
 use crate::update::disk::UpdateDisk;
 use crate::update::{Updater, UpdaterParts};
+
+/// How long sync may keep flushing after shutdown is requested.
+pub const SYNC_DRAIN: Duration = Duration::from_secs(3);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +54,7 @@ pub enum StartError {
     },
 }
 
-/// Extra consumers of pipeline results (the store, the drift monitor).
+/// Extra consumers of pipeline results (the drift monitor, tests).
 pub type ResultSubscribers = Vec<mpsc::Sender<Arc<PipelineResult>>>;
 
 /// A running agent.
@@ -57,8 +67,20 @@ pub struct RunningAgent {
     pub http_addr: Option<SocketAddr>,
     /// The sensor pipeline, if a sensor is configured.
     pub pipeline: Option<PipelineHandle>,
+    /// The offline store (None if it could not be opened at all).
+    pub store: Option<SharedStore>,
+    /// Uplink counters.
+    pub uplink: Arc<UplinkCounters>,
+    /// Recorder counters.
+    pub recorder: Arc<RecorderStats>,
+    /// Records agent events (kept open so components can add more, e.g. drift).
+    pub events: mpsc::Sender<AgentEvent>,
+    /// Wakes sync when new records are stored.
+    pub sync_wake: Arc<Notify>,
     shutdown: watch::Sender<bool>,
+    link_shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    link_task: JoinHandle<()>,
 }
 
 impl RunningAgent {
@@ -67,7 +89,7 @@ impl RunningAgent {
         self.shutdown.subscribe()
     }
 
-    /// Signals shutdown and waits (up to `grace`) for every task to finish.
+    /// Signals shutdown, lets sync flush (bounded by `grace`), then closes the link.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let drain = async {
@@ -78,6 +100,8 @@ impl RunningAgent {
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("shutdown grace period elapsed with tasks still running");
         }
+        let _ = self.link_shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.link_task).await;
         if let Some(p) = self.pipeline {
             let _ = tokio::task::spawn_blocking(move || p.join()).await;
         }
@@ -97,18 +121,47 @@ pub async fn start(
     std::fs::create_dir_all(&cfg.data_dir).map_err(data_err)?;
     let disk = UpdateDisk::open(&cfg.data_dir).map_err(data_err)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (link_shutdown, link_shutdown_rx) = watch::channel(false);
     let models = ModelHandle::default();
     let (report_tx, report_rx) = watch::channel(None);
+    let (events_tx, events_rx) = mpsc::channel::<AgentEvent>(256);
 
-    let boot_models = models.clone();
+    // The store. A corrupt file is replaced (and reported as an event); a store that cannot
+    // be opened at all leaves the agent serving inference without buffering, loudly.
+    let store_dir = cfg.data_dir.clone();
+    let store_cfg = cfg.store.clone();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_cfg))
+        .await
+        .map_err(|e| data_err(std::io::Error::other(e.to_string())))?;
+    let store = match opened {
+        Ok((s, reset)) => {
+            if let Some(r) = reset {
+                let _ = events_tx.try_send(AgentEvent {
+                    kind: "store_reset".into(),
+                    message: format!(
+                        "store database was unusable ({}); a fresh one was started",
+                        r.reason
+                    ),
+                    details: json!({"moved_to": r.moved_to}),
+                });
+            }
+            Some(Arc::new(Mutex::new(s)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store unavailable: records will not be buffered");
+            None
+        }
+    };
+
     let parts = UpdaterParts {
         device_id: cfg.device_id.clone(),
         tags: cfg.tags.clone(),
         cfg: cfg.update.clone(),
         trust,
         disk,
-        models: boot_models,
+        models: models.clone(),
         report: report_tx,
+        events: Some(events_tx.clone()),
     };
     // Boot verifies slots and loads a model: blocking work.
     let updater = tokio::task::spawn_blocking(move || Updater::boot(parts))
@@ -116,23 +169,24 @@ pub async fn start(
         .map_err(|e| data_err(std::io::Error::other(e.to_string())))?;
 
     let (update_tx, update_rx) = mpsc::channel(256);
+    let (ack_tx, ack_rx) = mpsc::channel(256);
     let routes = Routes {
         update: update_tx,
-        acks: None,
+        acks: store.as_ref().map(|_| ack_tx),
     };
     let (link, link_task) = link::start(
         &cfg.device_id,
         &cfg.broker,
         routes,
         report_rx,
-        shutdown_rx.clone(),
+        link_shutdown_rx,
     )?;
-    let mut tasks = vec![tokio::spawn(link_task)];
-    tasks.push(tokio::spawn(updater.run(
+    let link_task = tokio::spawn(link_task);
+    let mut tasks = vec![tokio::spawn(updater.run(
         link.clone(),
         update_rx,
         shutdown_rx.clone(),
-    )));
+    ))];
 
     let router = crate::api::router(models.clone(), cfg.api.max_body_bytes);
     let mut http_addr = None;
@@ -161,14 +215,73 @@ pub async fn start(
             shutdown_rx.clone(),
         )));
     }
-    let pipeline = pipeline::spawn(&cfg.sensor, models.clone(), subscribers, shutdown_rx);
+
+    let sync_wake = Arc::new(Notify::new());
+    let uplink = Arc::new(UplinkCounters::default());
+    let recorder_stats = Arc::new(RecorderStats::default());
+    let (results_tx, results_rx) = mpsc::channel(256);
+    let mut subs = subscribers;
+    if store.is_some() {
+        subs.push(results_tx);
+    }
+    let pipeline = pipeline::spawn(&cfg.sensor, models.clone(), subs, shutdown_rx.clone());
+
+    if let Some(store) = &store {
+        let seed = cfg
+            .device_id
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let capturer = Capturer::new(cfg.capture.clone(), cfg.capture_models.clone(), seed);
+        tasks.push(tokio::spawn(recorder::run(
+            results_rx,
+            events_rx,
+            capturer,
+            store.clone(),
+            sync_wake.clone(),
+            recorder_stats.clone(),
+            shutdown_rx.clone(),
+        )));
+        let sources = telemetry::Sources {
+            models: models.clone(),
+            store: store.clone(),
+            link: link.clone(),
+            pipeline: pipeline.as_ref().map(|p| p.stats.clone()),
+            recorder: recorder_stats.clone(),
+            uplink: uplink.clone(),
+            data_dir: cfg.data_dir.clone(),
+        };
+        tasks.push(tokio::spawn(telemetry::run(
+            cfg.telemetry_interval,
+            sources,
+            sync_wake.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(sync::run(
+            store.clone(),
+            link.clone(),
+            cfg.sync,
+            cfg.zstd_level,
+            ack_rx,
+            sync_wake.clone(),
+            uplink.clone(),
+            SYNC_DRAIN,
+            shutdown_rx.clone(),
+        )));
+    }
     tracing::info!(device = %cfg.device_id, http = ?http_addr, "agent started");
     Ok(RunningAgent {
         models,
         link,
         http_addr,
         pipeline,
+        store,
+        uplink,
+        recorder: recorder_stats,
+        events: events_tx,
+        sync_wake,
         shutdown,
+        link_shutdown,
         tasks,
+        link_task,
     })
 }

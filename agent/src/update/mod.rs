@@ -66,6 +66,8 @@ pub struct UpdaterParts {
     pub models: ModelHandle,
     /// Reported state for the link to publish.
     pub report: watch::Sender<Option<ReportedState>>,
+    /// Where update failures and rollbacks are recorded as events.
+    pub events: Option<mpsc::Sender<crate::recorder::AgentEvent>>,
 }
 
 /// The updater.
@@ -258,8 +260,22 @@ impl Updater {
         }
     }
 
+    fn event(&self, kind: &str, message: &str) {
+        if let Some(tx) = &self.p.events {
+            let target = self.current.as_ref().map(|d| {
+                serde_json::json!({"deployment_id": d.directive().deployment_id, "sequence": d.sequence(), "model": d.directive().bundle.model})
+            });
+            let _ = tx.try_send(crate::recorder::AgentEvent {
+                kind: kind.into(),
+                message: message.into(),
+                details: target.unwrap_or_default(),
+            });
+        }
+    }
+
     fn fail(&mut self, reason: String) {
         tracing::warn!(device = %self.p.device_id, %reason, "update failed");
+        self.event("update_failed", &reason);
         self.phase = UpdatePhase::Failed;
         self.state.last_error = Some(reason);
         self.state.pending = None;
@@ -500,6 +516,7 @@ impl Updater {
     /// Switches back to the other slot (loading it from disk) after a failed health window.
     fn rollback(&mut self, reason: &str) {
         tracing::warn!(device = %self.p.device_id, %reason, "rolling back");
+        self.event("rolled_back", reason);
         self.probation = None;
         self.state.probation = None;
         let back = self.state.active.map(Slot::other);
