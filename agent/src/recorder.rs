@@ -156,11 +156,12 @@ fn on_result(
         .entry(p.label.clone())
         .or_default() += 1;
     let before = capturer.skipped_by_cap;
-    if let Some(reason) = capturer.decide(&m.model.name, p, r.min_confidence, r.ts_ms) {
-        if let Some(body) = capture_body(r, reason) {
-            pending.push(("captures", r.ts_ms, body));
-            stats.captures.fetch_add(1, Relaxed);
-        }
+    if let Some(body) = capturer
+        .decide(&m.model.name, p, r.min_confidence, r.ts_ms)
+        .and_then(|reason| capture_body(r, reason))
+    {
+        pending.push(("captures", r.ts_ms, body));
+        stats.captures.fetch_add(1, Relaxed);
     }
     stats
         .skipped_by_cap
