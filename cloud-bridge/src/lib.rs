@@ -2,6 +2,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod broker;
+pub mod bundles;
+pub mod cli;
+pub mod db;
+pub mod devices;
+pub mod events;
+pub mod export;
+pub mod fleet;
 pub mod fsutil;
+pub mod ingest;
 pub mod keys;
+pub mod mqtt;
 pub mod packaging;
+pub mod profile;
+pub mod registry;
+pub mod server;
+pub mod serving;

@@ -1,12 +1,15 @@
-//! `outpost-bridge`: thin binary over the bridge library.
+//! `outpost-bridge`: argument parsing over the bridge library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use outpost_bridge::cli::{self, CliError, Local, actor, output, pairs, table};
+use outpost_bridge::fleet::{self, StrategySpec};
 use outpost_bridge::packaging::{self, PackInput};
+use outpost_bridge::registry::{self, ModelFilter, RegisterRequest};
+use outpost_bridge::server::{BrokerChoice, ServeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -15,15 +18,20 @@ use outpost_bridge::packaging::{self, PackInput};
     about = "Outpost cloud bridge: registry, packaging, rollout, ingest"
 )]
 struct Cli {
-    /// Data directory (registry, bundles, keys, databases).
+    /// Data directory (database, bundles, keys).
     #[arg(long, global = true, default_value = "./outpost-data")]
     data_dir: PathBuf,
+    /// Who is acting (audit trail); default $USER.
+    #[arg(long, global = true)]
+    actor: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the bridge: broker, ingest, bundle serving, rollout engine, HTTP API.
+    Serve(Box<ServeArgs>),
     /// Signing keys.
     Keys {
         #[command(subcommand)]
@@ -34,6 +42,74 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BundleCmd,
     },
+    /// The model registry.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
+    /// Devices.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
+    /// Deployments.
+    Deploy {
+        #[command(subcommand)]
+        cmd: DeployCmd,
+    },
+    /// Show (or verify) the audit trail.
+    Audit {
+        /// Verify the hash chain; exit 1 if it was tampered with.
+        #[arg(long)]
+        verify: bool,
+        /// Newest N entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export captured data for retraining.
+    Export {
+        #[command(subcommand)]
+        cmd: ExportCmd,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Embedded broker listen address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt_listen: SocketAddr,
+    /// Use an external broker instead (mqtt://host:port).
+    #[arg(long)]
+    broker: Option<String>,
+    /// Username for the external broker.
+    #[arg(long)]
+    broker_user: Option<String>,
+    /// File holding the external broker password.
+    #[arg(long)]
+    broker_password_file: Option<PathBuf>,
+    /// Let devices connect to the embedded broker without credentials.
+    #[arg(long)]
+    no_broker_auth: bool,
+    /// HTTP API listen address ("" disables).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// POST events to this URL (repeatable).
+    #[arg(long = "webhook")]
+    webhooks: Vec<String>,
+    /// Broker URL written into provisioned devices' configs.
+    #[arg(long)]
+    device_broker_url: Option<String>,
+    /// Chunks per second per device.
+    #[arg(long, default_value_t = 200.0)]
+    chunk_rate: f64,
 }
 
 #[derive(Subcommand)]
@@ -52,7 +128,7 @@ enum BundleCmd {
     Pack(Box<PackArgs>),
 }
 
-#[derive(clap::Args)]
+#[derive(Args)]
 struct PackArgs {
     /// ONNX model file.
     #[arg(long)]
@@ -98,95 +174,803 @@ struct PackArgs {
     json: bool,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Register a model (next version for its name), validated and profiled.
+    Register(Box<RegisterArgs>),
+    /// List / search models.
+    List {
+        /// Exact name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Tag k=v (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Lineage field=value (source_commit, dataset_id, dataset_sha256, training_run, created_by).
+        #[arg(long = "lineage")]
+        lineage: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one version (NAME or NAME:VERSION).
+    Show {
+        /// Model.
+        model: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a version (NAME:VERSION); refused while a deployment uses it.
+    Delete {
+        /// Model.
+        model: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+#[derive(Args)]
+struct RegisterArgs {
+    /// The ONNX file, then any extra files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Model name.
+    #[arg(long)]
+    name: String,
+    /// Scoring spec (default: spec.toml next to the model).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Tag k=v (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Why.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Training-data sample (CSV) for the baseline profile.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Chunk size.
+    #[arg(long)]
+    chunk_size: Option<u32>,
+    /// Source commit.
+    #[arg(long)]
+    source_commit: Option<String>,
+    /// Dataset id.
+    #[arg(long)]
+    dataset_id: Option<String>,
+    /// Dataset SHA-256.
+    #[arg(long)]
+    dataset_sha256: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Provision a device: writes agent.toml, password (0600) and trust/ into --out.
+    Add {
+        /// Device id.
+        id: String,
+        /// Tag k=v (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Hardware target.
+        #[arg(long, default_value = "aarch64-unknown-linux-gnu")]
+        target: String,
+        /// Output directory (default DATA_DIR/provisioned/ID).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Broker URL for the device.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker_url: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List devices.
+    List {
+        /// Tag k=v (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one device.
+    Show {
+        /// Device id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeployCmd {
+    /// Create a deployment (the running bridge rolls it out).
+    Create(Box<CreateArgs>),
+    /// List / search deployments.
+    List {
+        /// Model name.
+        #[arg(long)]
+        model: Option<String>,
+        /// Version.
+        #[arg(long)]
+        version: Option<u32>,
+        /// State (running, paused, succeeded, aborted, rolling_back, rolled_back).
+        #[arg(long)]
+        state: Option<String>,
+        /// Containing this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one deployment.
+    Show {
+        /// Id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a running deployment.
+    Pause(ActionArgs),
+    /// Resume a paused deployment.
+    Resume(ActionArgs),
+    /// Abort (devices keep what they run).
+    Abort(ActionArgs),
+    /// Roll back every switched device to its previous model.
+    Rollback(ActionArgs),
+}
+
+#[derive(Args)]
+struct ActionArgs {
+    /// Deployment id.
+    id: String,
+    /// Why.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Model NAME or NAME:VERSION.
+    #[arg(long)]
+    model: String,
+    /// Device id (repeatable).
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Device tag k=v (repeatable, all must match).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Cumulative wave fractions, e.g. 0,0.1,0.5,1 (first = one canary).
+    #[arg(long, value_delimiter = ',')]
+    waves: Option<Vec<f64>>,
+    /// Per-wave timeout, seconds.
+    #[arg(long)]
+    timeout_secs: Option<u64>,
+    /// Share of a wave that must succeed.
+    #[arg(long)]
+    success_threshold: Option<f64>,
+    /// Share of a wave that may fail.
+    #[arg(long)]
+    error_threshold: Option<f64>,
+    /// rollback | pause.
+    #[arg(long)]
+    on_trip: Option<String>,
+    /// Canary gate: largest error rate.
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    /// Canary gate: largest p99 latency, µs.
+    #[arg(long)]
+    max_p99_us: Option<u64>,
+    /// Canary gate: largest output shift (0..1).
+    #[arg(long)]
+    max_output_shift: Option<f64>,
+    /// Canary gate: predictions needed.
+    #[arg(long)]
+    min_samples: Option<u64>,
+    /// Canary gate: observation period, seconds.
+    #[arg(long)]
+    observe_secs: Option<u64>,
+    /// Why.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Captured model inputs and outputs.
+    Captures {
+        /// Model NAME or NAME:VERSION.
+        #[arg(long)]
+        model: String,
+        /// From (unix seconds, RFC 3339, or an age like 24h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this device (repeatable).
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// parquet | jsonl.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        /// Output file ("-" for stdout, jsonl only).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token (printed once).
+    Add {
+        /// Token name.
+        name: String,
+        /// viewer | operator | admin.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn model_arg(s: &str) -> Result<(String, Option<u32>), CliError> {
+    outpost_bridge::export::parse_model(s).map_err(|e| CliError(e.to_string()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let who = actor(cli.actor.clone());
     match cli.cmd {
+        Cmd::Serve(a) => serve(cli.data_dir, *a),
         Cmd::Keys {
             cmd: KeysCmd::Init { out },
         } => {
-            let f = outpost_bridge::keys::init(&out)?;
+            let f = outpost_bridge::keys::init(&out).map_err(|e| CliError::from_err(&e))?;
             println!(
                 "key {} written: private {} (0600), public {}",
                 f.key_id,
                 f.private.display(),
                 f.public.display()
             );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Bundle {
-            cmd: BundleCmd::Pack(args),
+            cmd: BundleCmd::Pack(a),
+        } => pack(*a),
+        Cmd::Model { cmd } => model(cli.data_dir, who, cmd),
+        Cmd::Device { cmd } => device(cli.data_dir, who, cmd),
+        Cmd::Deploy { cmd } => deploy(cli.data_dir, who, cmd),
+        Cmd::Audit {
+            verify,
+            limit,
+            json,
         } => {
-            let PackArgs {
-                model,
-                spec,
-                key,
-                out,
-                name,
-                version,
-                chunk_size,
-                created_by,
-                reason,
-                source_commit,
-                dataset_id,
-                dataset_sha256,
-                tags,
-                json,
-            } = *args;
-            let input = PackInput {
-                name,
-                version,
-                chunk_size,
-                created_by: created_by
-                    .or_else(|| std::env::var("USER").ok())
-                    .unwrap_or_else(|| "unknown".into()),
-                created_at: now(),
-                reason,
-                source_commit,
-                dataset_id,
-                dataset_sha256,
-                tags,
-                baseline: None,
-            };
-            let p = packaging::pack_files(&model, &spec, &key, &out, input)
-                .with_context(|| format!("packing {}", model.display()))?;
-            let m = &p.bundle.manifest;
-            if json {
-                let v = serde_json::json!({
-                    "bundle": out, "digest": p.bundle.digest.to_hex(), "model": m.model.name,
-                    "version": m.model.version, "size": p.bundle.bytes.len(),
-                    "chunks": m.payload.chunks.len(), "self_test_samples": p.self_test.samples,
-                    "self_test_max_abs_diff": p.self_test.max_abs_diff,
+            let l = Local::open(&cli.data_dir)?;
+            let c = l.db.lock();
+            if verify {
+                let r = l.audit.verify(&c)?;
+                output(json, &cli::verify_json(&r), || {
+                    if r.problems.is_empty() {
+                        format!("audit trail intact: {} entries verified", r.rows)
+                    } else {
+                        format!(
+                            "AUDIT TRAIL TAMPERED ({} entries):\n  {}",
+                            r.rows,
+                            r.problems.join("\n  ")
+                        )
+                    }
                 });
-                println!("{v}");
-            } else {
-                println!(
-                    "packed {} v{} -> {} ({} bytes, {} chunks, digest {}); self-test {}/{} passed",
-                    m.model.name,
-                    m.model.version,
-                    out.display(),
-                    p.bundle.bytes.len(),
-                    m.payload.chunks.len(),
-                    p.bundle.digest,
-                    p.self_test.samples,
-                    p.self_test.samples
-                );
+                return Ok(if r.problems.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
+            let rows = l.audit.list(&c, Some(limit))?;
+            output(json, &rows, || {
+                table(
+                    &["ID", "WHEN", "ACTOR", "ACTION", "TARGET", "REASON"],
+                    &rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.id.to_string(),
+                                outpost_protocol::time::rfc3339(r.at),
+                                r.actor.clone(),
+                                r.action.clone(),
+                                r.target.clone(),
+                                r.reason.clone(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export {
+            cmd:
+                ExportCmd::Captures {
+                    model,
+                    since,
+                    until,
+                    devices,
+                    format,
+                    out,
+                },
+        } => {
+            use outpost_bridge::export::{CaptureQuery, parse_time, write_jsonl, write_parquet};
+            let (model, version) = model_arg(&model)?;
+            let now = outpost_bridge::db::now();
+            let t = |s: Option<String>| s.map(|v| parse_time(&v, now)).transpose();
+            let q = CaptureQuery {
+                model,
+                version,
+                since_ms: t(since)?,
+                until_ms: t(until)?,
+                devices,
+            };
+            let l = Local::open(&cli.data_dir)?;
+            let sp = cli::spinner("exporting captures");
+            let rows = q.rows(&l.db.lock())?;
+            match format.as_str() {
+                "jsonl" if out.as_os_str() == "-" => {
+                    write_jsonl(&rows, &mut std::io::stdout().lock())?
+                }
+                "jsonl" => {
+                    let mut f = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                    write_jsonl(&rows, &mut f)?;
+                }
+                "parquet" => write_parquet(&rows, &out)?,
+                other => {
+                    return Err(CliError(format!(
+                        "format {other:?} is not parquet or jsonl"
+                    )));
+                }
+            }
+            sp.finish_and_clear();
+            eprintln!("exported {} captures to {}", rows.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Add { name, role },
+        } => {
+            let role = role.parse().map_err(CliError)?;
+            let l = Local::open(&cli.data_dir)?;
+            let t = outpost_bridge::auth::add_token(&l.db.lock(), &name, role)?;
+            l.audit.append(
+                &l.db.lock(),
+                &who,
+                "token.add",
+                &name,
+                "",
+                &serde_json::json!({"role": role}),
+            )?;
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
         }
     }
-    Ok(())
 }
 
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", outpost_agent::cli::error_chain(e.as_ref()));
-            ExitCode::FAILURE
+fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rumqttd=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = ServeConfig::new(data_dir);
+    cfg.broker = match a.broker {
+        None => BrokerChoice::Embedded {
+            listen: a.mqtt_listen,
+            auth: !a.no_broker_auth,
+        },
+        Some(url) => {
+            let rest = url
+                .strip_prefix("mqtt://")
+                .ok_or_else(|| CliError(format!("--broker {url:?} must be mqtt://host:port")))?;
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| CliError(format!("--broker {url:?} needs a port")))?;
+            let port = port
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|_| CliError(format!("bad port in --broker {url:?}")))?;
+            let credentials = match (a.broker_user, a.broker_password_file) {
+                (Some(u), Some(f)) => Some((u, std::fs::read_to_string(&f)?.trim_end().to_owned())),
+                (Some(u), None) => Some((u, String::new())),
+                _ => None,
+            };
+            BrokerChoice::External {
+                host: host.into(),
+                port,
+                credentials,
+            }
+        }
+    };
+    cfg.http = if a.http.is_empty() {
+        None
+    } else {
+        Some(
+            a.http
+                .parse()
+                .map_err(|_| CliError(format!("--http {:?} is not host:port", a.http)))?,
+        )
+    };
+    cfg.webhooks = a.webhooks;
+    cfg.device_broker_url = a.device_broker_url;
+    cfg.chunk_rate = a.chunk_rate;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let bridge = outpost_bridge::server::start(cfg).await?;
+        eprintln!(
+            "outpost-bridge serving: MQTT {}:{}, API {}",
+            bridge.broker.0,
+            bridge.broker.1,
+            bridge
+                .http_addr
+                .map(|a| format!("http://{a} (see /openapi.json)"))
+                .unwrap_or_else(|| "off".into())
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        bridge.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
+    let input = PackInput {
+        name: a.name,
+        version: a.version,
+        chunk_size: a.chunk_size,
+        created_by: a
+            .created_by
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into()),
+        created_at: outpost_bridge::db::now(),
+        reason: a.reason,
+        source_commit: a.source_commit,
+        dataset_id: a.dataset_id,
+        dataset_sha256: a.dataset_sha256,
+        tags: a.tags,
+        baseline: None,
+        extra_files: Vec::new(),
+    };
+    let p = packaging::pack_files(&a.model, &a.spec, &a.key, &a.out, input).map_err(|e| {
+        CliError(format!(
+            "packing {}: {}",
+            a.model.display(),
+            outpost_agent::cli::error_chain(&e)
+        ))
+    })?;
+    let m = &p.bundle.manifest;
+    let v = serde_json::json!({
+        "bundle": a.out, "digest": p.bundle.digest.to_hex(), "model": m.model.name,
+        "version": m.model.version, "size": p.bundle.bytes.len(),
+        "chunks": m.payload.chunks.len(), "self_test_samples": p.self_test.samples,
+        "self_test_max_abs_diff": p.self_test.max_abs_diff,
+    });
+    output(a.json, &v, || {
+        format!(
+            "packed {} v{} -> {} ({} bytes, {} chunks, digest {}); self-test {}/{} passed",
+            m.model.name,
+            m.model.version,
+            a.out.display(),
+            p.bundle.bytes.len(),
+            m.payload.chunks.len(),
+            p.bundle.digest,
+            p.self_test.samples,
+            p.self_test.samples
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn model(data_dir: PathBuf, who: String, cmd: ModelCmd) -> Result<ExitCode, CliError> {
+    let l = Local::open(&data_dir)?;
+    match cmd {
+        ModelCmd::Register(a) => {
+            let key = l.key()?;
+            let req = RegisterRequest {
+                name: a.name,
+                files: a.files,
+                spec: a.spec,
+                tags: a.tags,
+                reason: a.reason,
+                created_by: who,
+                baseline_csv: a.baseline,
+                chunk_size: a.chunk_size,
+                source_commit: a.source_commit,
+                dataset_id: a.dataset_id,
+                dataset_sha256: a.dataset_sha256,
+            };
+            let sp = cli::spinner("validating and profiling the model");
+            let r = registry::register(&mut l.db.lock(), &l.audit, l.bundles.as_ref(), &key, req);
+            sp.finish_and_clear();
+            let (rec, v) = r?;
+            let ev = l.events();
+            let mref = outpost_protocol::manifest::ModelRef {
+                name: rec.name.clone(),
+                version: rec.version,
+            };
+            ev.emit(
+                outpost_bridge::events::NewEvent::new(
+                    outpost_protocol::wire::EventKind::ModelRegistered,
+                    format!("{} v{} registered", rec.name, rec.version),
+                )
+                .model(mref.clone()),
+            );
+            ev.emit(
+                outpost_bridge::events::NewEvent::new(
+                    outpost_protocol::wire::EventKind::BundleBuilt,
+                    format!(
+                        "bundle {} built for {} v{}",
+                        &rec.digest[..12],
+                        rec.name,
+                        rec.version
+                    ),
+                )
+                .model(mref),
+            );
+            output(a.json, &rec, || {
+                format!(
+                    "registered {} v{} (bundle {}, {} bytes, {} chunks); self-test {} samples passed; latency p50 {:.0} µs p99 {:.0} µs; peak memory {}",
+                    rec.name,
+                    rec.version,
+                    &rec.digest[..12],
+                    rec.bundle_size,
+                    rec.chunks,
+                    v.self_test_samples,
+                    v.p50_us,
+                    v.p99_us,
+                    v.peak_memory_bytes
+                        .map(|b| format!("{:.1} MB", b as f64 / 1e6))
+                        .unwrap_or_else(|| "n/a".into())
+                )
+            });
+        }
+        ModelCmd::List {
+            name,
+            tags,
+            lineage,
+            json,
+        } => {
+            let f = ModelFilter {
+                name,
+                tags: pairs(&tags, "tag")?,
+                lineage: pairs(&lineage, "lineage")?,
+            };
+            let rows = registry::list(&l.db.lock(), &f)?;
+            output(json, &rows, || {
+                table(
+                    &[
+                        "NAME",
+                        "VERSION",
+                        "BUNDLE",
+                        "TAGS",
+                        "P50/P99 µs",
+                        "CREATED",
+                        "BY",
+                    ],
+                    &rows.iter().map(cli::model_row).collect::<Vec<_>>(),
+                )
+            });
+        }
+        ModelCmd::Show { model, json } => {
+            let (n, v) = model_arg(&model)?;
+            let r = registry::show(&l.db.lock(), &n, v)?;
+            output(json, &r, || {
+                serde_json::to_string_pretty(&r).unwrap_or_default()
+            });
+        }
+        ModelCmd::Delete {
+            model,
+            reason,
+            json,
+        } => {
+            let (n, v) = model_arg(&model)?;
+            let v = v.ok_or_else(|| CliError("delete needs NAME:VERSION".into()))?;
+            registry::delete(
+                &mut l.db.lock(),
+                &l.audit,
+                l.bundles.as_ref(),
+                &n,
+                v,
+                &who,
+                &reason,
+            )?;
+            output(
+                json,
+                &serde_json::json!({"deleted": format!("{n}:{v}")}),
+                || format!("deleted {n}:{v}"),
+            );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, CliError> {
+    let l = Local::open(&data_dir)?;
+    match cmd {
+        DeviceCmd::Add {
+            id,
+            tags,
+            target,
+            out,
+            broker_url,
+            json,
+        } => {
+            let key = l.key()?;
+            let out = out.unwrap_or_else(|| data_dir.join("provisioned").join(&id));
+            let p = outpost_bridge::devices::add(
+                &l.db.lock(),
+                &l.audit,
+                &id,
+                &tags,
+                &target,
+                &broker_url,
+                &key.public_key(),
+                &out,
+                &who,
+            )?;
+            output(json, &serde_json::json!({"id": p.id, "dir": p.dir}), || {
+                format!(
+                    "provisioned {}: copy {} to the device (agent.toml, password, trust/)",
+                    p.id,
+                    p.dir.display()
+                )
+            });
+        }
+        DeviceCmd::List { tags, json } => {
+            let rows = outpost_bridge::devices::list(&l.db.lock(), &pairs(&tags, "tag")?)?;
+            output(json, &rows, || {
+                table(
+                    &["ID", "ONLINE", "TARGET", "ACTIVE MODEL", "PHASE", "TAGS"],
+                    &rows
+                        .iter()
+                        .map(|d| {
+                            vec![
+                                d.id.clone(),
+                                d.online.to_string(),
+                                d.target.clone(),
+                                d.state
+                                    .as_ref()
+                                    .and_then(|s| s.active.as_ref())
+                                    .map(|a| a.model.to_string())
+                                    .unwrap_or_default(),
+                                d.state
+                                    .as_ref()
+                                    .map(|s| format!("{:?}", s.update.phase).to_lowercase())
+                                    .unwrap_or_default(),
+                                d.tags
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            });
+        }
+        DeviceCmd::Show { id, json } => {
+            let d = outpost_bridge::devices::show(&l.db.lock(), &id)?;
+            output(json, &d, || {
+                serde_json::to_string_pretty(&d).unwrap_or_default()
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, CliError> {
+    use fleet::machine::Command;
+    let l = Local::open(&data_dir)?;
+    let f = l.fleet()?;
+    let show = |d: &fleet::DeploymentRecord, json: bool| {
+        output(json, d, || {
+            let mut s = table(
+                &["ID", "MODEL", "STATE", "WAVE", "DONE", "CREATED"],
+                &[cli::deployment_row(d)],
+            );
+            if let fleet::machine::State::Paused { reason }
+            | fleet::machine::State::RollingBack { reason }
+            | fleet::machine::State::RolledBack { reason }
+            | fleet::machine::State::Aborted { reason } = &d.detail
+            {
+                s += &format!("\nreason: {reason}");
+            }
+            s
+        })
+    };
+    match cmd {
+        DeployCmd::Create(a) => {
+            let (model, version) = model_arg(&a.model)?;
+            let mut spec = StrategySpec::default();
+            if let Some(w) = a.waves {
+                spec.waves = w;
+            }
+            spec.timeout_secs = a.timeout_secs.unwrap_or(spec.timeout_secs);
+            spec.success_threshold = a.success_threshold.unwrap_or(spec.success_threshold);
+            spec.error_threshold = a.error_threshold.unwrap_or(spec.error_threshold);
+            if let Some(t) = a.on_trip {
+                spec.on_trip = serde_json::from_value(serde_json::json!(t))
+                    .map_err(|_| CliError(format!("--on-trip {t:?} is not rollback or pause")))?;
+            }
+            spec.gates.max_error_rate = a.max_error_rate.or(spec.gates.max_error_rate);
+            spec.gates.max_p99_us = a.max_p99_us.or(spec.gates.max_p99_us);
+            spec.gates.max_output_shift = a.max_output_shift.or(spec.gates.max_output_shift);
+            spec.gates.min_samples = a.min_samples.unwrap_or(spec.gates.min_samples);
+            spec.gates.observe_secs = a.observe_secs.unwrap_or(spec.gates.observe_secs);
+            let d = f.create(fleet::CreateDeployment {
+                model,
+                version,
+                selector: fleet::Selector {
+                    ids: a.devices,
+                    tags: pairs(&a.tags, "tag")?,
+                },
+                strategy: spec.build()?,
+                actor: who,
+                reason: a.reason,
+            })?;
+            show(&d, a.json);
+        }
+        DeployCmd::List {
+            model,
+            version,
+            state,
+            device,
+            json,
+        } => {
+            let rows = f.list(&fleet::DeploymentFilter {
+                model,
+                version,
+                state,
+                device,
+            })?;
+            output(json, &rows, || {
+                table(
+                    &["ID", "MODEL", "STATE", "WAVE", "DONE", "CREATED"],
+                    &rows.iter().map(cli::deployment_row).collect::<Vec<_>>(),
+                )
+            });
+        }
+        DeployCmd::Show { id, json } => show(&f.show(&id)?, json),
+        DeployCmd::Pause(a) => show(&f.command(&a.id, Command::Pause(a.reason), &who)?, a.json),
+        DeployCmd::Resume(a) => show(&f.command(&a.id, Command::Resume, &who)?, a.json),
+        DeployCmd::Abort(a) => show(&f.command(&a.id, Command::Abort(a.reason), &who)?, a.json),
+        DeployCmd::Rollback(a) => show(
+            &f.command(&a.id, Command::Rollback(a.reason), &who)?,
+            a.json,
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod baseline;
 pub mod bundle;
 pub mod capped;
 pub mod digest;
@@ -28,7 +29,7 @@ pub mod uplink;
 pub mod wire;
 
 pub use digest::Digest;
-pub use keys::{KeyId, SigningKey, TrustStore};
+pub use keys::{KeyId, PublicKey, SigningKey, TrustStore};
 pub use limits::Limits;
 
 /// The protocol generation spoken by this crate; part of every topic (`outpost/v1/...`).

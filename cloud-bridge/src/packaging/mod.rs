@@ -81,6 +81,8 @@ pub struct PackInput {
     pub tags: Vec<String>,
     /// Baseline profile JSON to embed.
     pub baseline: Option<Vec<u8>>,
+    /// Other files the model needs (name, bytes).
+    pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
 /// A packed bundle and what validation measured.
@@ -151,6 +153,9 @@ pub fn pack(
     }
     if let Some(json) = input.baseline {
         b = b.baseline(json);
+    }
+    for (name, bytes) in input.extra_files {
+        b = b.file(name, bytes);
     }
     Ok(Packed {
         bundle: b.build(key)?,

@@ -71,3 +71,5 @@ pub fn pack_anomaly(key: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg(out)
         .args(extra))
 }
+
+pub mod harness;

@@ -1,0 +1,264 @@
+//! The HTTP API (axum). Bearer-token auth with roles: no or unknown token → 401, a role
+//! too low → 403. Bodies are JSON; malformed or invalid input → 400/422 with a message.
+//! The OpenAPI document (`GET /openapi.json`) is generated from [`ROUTES`], the same table
+//! the tests check the router against.
+
+mod handlers;
+mod openapi;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::audit::Audit;
+use crate::auth::{self, Role};
+use crate::bundles::BundleStore;
+use crate::db::Db;
+use crate::events::EventBus;
+
+pub use openapi::document;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Database.
+    pub db: Db,
+    /// Audit log.
+    pub audit: Audit,
+    /// Events.
+    pub events: EventBus,
+    /// Bundles.
+    pub bundles: Arc<dyn BundleStore>,
+    /// The signing key's public half (handed to provisioned devices).
+    pub public_key: outpost_protocol::PublicKey,
+    /// Broker URL written into provisioned devices' configs.
+    pub device_broker_url: String,
+    /// Where provisioning files go.
+    pub data_dir: PathBuf,
+    /// The rollout engine.
+    pub fleet: crate::fleet::FleetHandle,
+}
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad(m: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, m.into())
+    }
+    /// 404.
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, m.into())
+    }
+    /// 409.
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self(StatusCode::CONFLICT, m.into())
+    }
+    /// 422.
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self(StatusCode::UNPROCESSABLE_ENTITY, m.into())
+    }
+    /// 500.
+    pub fn internal(m: impl std::fmt::Display) -> Self {
+        Self(StatusCode::INTERNAL_SERVER_ERROR, m.to_string())
+    }
+}
+
+/// Checks the bearer token; returns the actor name for the audit log.
+pub fn authorize(st: &ApiState, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    let found = auth::lookup(&st.db.lock(), token.trim()).map_err(ApiError::internal)?;
+    let (name, role) = found
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown or revoked token".into()))?;
+    if role < need {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {name:?} has role {}; this needs {}",
+                role.as_str(),
+                need.as_str()
+            ),
+        ));
+    }
+    Ok(format!("token:{name}"))
+}
+
+/// One documented route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path (axum syntax).
+    pub path: &'static str,
+    /// Required role (None: public).
+    pub role: Option<Role>,
+    /// Summary.
+    pub summary: &'static str,
+}
+
+/// Every route.
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        method: "get",
+        path: "/openapi.json",
+        role: None,
+        summary: "This document",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/health",
+        role: None,
+        summary: "Liveness",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/models",
+        role: Some(Role::Viewer),
+        summary: "List/search models (?name=, ?tag=k=v, ?lineage=k=v)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/models/{name}/{version}",
+        role: Some(Role::Viewer),
+        summary: "One model version",
+    },
+    RouteDoc {
+        method: "delete",
+        path: "/v1/models/{name}/{version}",
+        role: Some(Role::Operator),
+        summary: "Delete a version (refused while deployed; ?reason=)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/devices",
+        role: Some(Role::Viewer),
+        summary: "List devices (?tag=k=v)",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/devices",
+        role: Some(Role::Admin),
+        summary: "Provision a device: {id, tags, target}",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/devices/{id}",
+        role: Some(Role::Viewer),
+        summary: "One device with its reported state",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/audit",
+        role: Some(Role::Viewer),
+        summary: "Audit trail (?limit=)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/audit/verify",
+        role: Some(Role::Viewer),
+        summary: "Verify the hash chain",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/events",
+        role: Some(Role::Viewer),
+        summary: "Recent events (?limit=, ?kind=)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/captures/export",
+        role: Some(Role::Operator),
+        summary: "Captured inputs/outputs as JSONL (?model=N[:V], ?since=, ?until=)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/deployments",
+        role: Some(Role::Viewer),
+        summary: "List/search deployments (?model=, ?version=, ?state=, ?device=)",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/deployments",
+        role: Some(Role::Operator),
+        summary: "Create a deployment: {model, version?, devices?, tags?, strategy?, reason}",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/deployments/{id}",
+        role: Some(Role::Viewer),
+        summary: "One deployment with per-device status",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/deployments/{id}/{action}",
+        role: Some(Role::Operator),
+        summary: "pause | resume | abort | rollback, body {reason}",
+    },
+];
+
+/// The router.
+pub fn router(st: ApiState) -> Router {
+    use handlers as h;
+    Router::new()
+        .route("/openapi.json", get(|| async { axum::Json(document()) }))
+        .route(
+            "/v1/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/v1/models", get(h::list_models))
+        .route(
+            "/v1/models/{name}/{version}",
+            get(h::show_model).delete(h::delete_model),
+        )
+        .route("/v1/devices", get(h::list_devices).post(h::add_device))
+        .route("/v1/devices/{id}", get(h::show_device))
+        .route("/v1/audit", get(h::audit))
+        .route("/v1/audit/verify", get(h::audit_verify))
+        .route("/v1/events", get(h::events))
+        .route("/v1/captures/export", get(h::export_captures))
+        .route(
+            "/v1/deployments",
+            get(h::list_deployments).post(h::create_deployment),
+        )
+        .route("/v1/deployments/{id}", get(h::show_deployment))
+        .route(
+            "/v1/deployments/{id}/{action}",
+            axum::routing::post(h::deployment_action),
+        )
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .with_state(st)
+}
+
+/// Serves until shutdown.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    st: ApiState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let r = axum::serve(listener, router(st))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "HTTP API stopped");
+    }
+}

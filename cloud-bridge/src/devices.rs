@@ -1,0 +1,328 @@
+//! Devices: provisioning, credentials, tags, reported state and presence.
+//!
+//! `add` issues a device's files: `agent.toml` (device id, broker, credentials), a
+//! `password` file (0600) and `trust/{key_id}.pub`. Only a salted SHA-256 of the password
+//! is kept here. Devices that connect without being provisioned (an open broker) are
+//! recorded on first contact as `discovered`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use outpost_protocol::topics::valid_device_id;
+use outpost_protocol::wire::ReportedState;
+use outpost_protocol::{Digest, PublicKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::audit::Audit;
+
+/// Device errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Invalid id.
+    #[error("invalid device id {0:?}: use 1..=64 of [A-Za-z0-9._-]")]
+    BadId(String),
+    /// Invalid tag.
+    #[error("invalid tag {0:?}: expected k=v")]
+    BadTag(String),
+    /// Already provisioned.
+    #[error("device {0} already exists")]
+    Exists(String),
+    /// Unknown device.
+    #[error("device {0} not found")]
+    NotFound(String),
+    /// Files could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Database failure.
+    #[error("device database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// A device as the bridge knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceRecord {
+    /// Id.
+    pub id: String,
+    /// Hardware target.
+    pub target: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Provisioned / discovered at.
+    pub created_at: u64,
+    /// Last message, unix seconds.
+    pub last_seen: Option<u64>,
+    /// Connected (presence).
+    pub online: bool,
+    /// Last reported state.
+    pub state: Option<ReportedState>,
+    /// Whether it has credentials.
+    pub provisioned: bool,
+}
+
+/// What `add` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provisioned {
+    /// Device id.
+    pub id: String,
+    /// Directory with `agent.toml`, `password`, `trust/`.
+    pub dir: PathBuf,
+    /// The password (shown once).
+    #[serde(skip)]
+    pub password: String,
+}
+
+/// Parses `k=v` tags.
+pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>, DeviceError> {
+    tags.iter()
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(DeviceError::BadTag(t.clone())),
+        })
+        .collect()
+}
+
+fn cred_hash(id: &str, password: &str) -> String {
+    Digest::of_parts([
+        b"outpost-device\0".as_slice(),
+        id.as_bytes(),
+        b"\0",
+        password.as_bytes(),
+    ])
+    .to_hex()
+}
+
+/// A random secret (32 bytes, hex).
+pub fn random_secret() -> String {
+    let mut b = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("system RNG available");
+    hex::encode(b)
+}
+
+/// Whether `password` is the device's.
+pub fn check_credentials(c: &Connection, id: &str, password: &str) -> bool {
+    let stored: Option<Option<String>> = c
+        .query_row("SELECT cred_hash FROM devices WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .unwrap_or(None);
+    matches!(stored, Some(Some(h)) if h == cred_hash(id, password))
+}
+
+/// Provisions a device and writes its files into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn add(
+    c: &Connection,
+    audit: &Audit,
+    id: &str,
+    tags: &[String],
+    target: &str,
+    broker_url: &str,
+    trust_key: &PublicKey,
+    out: &Path,
+    actor: &str,
+) -> Result<Provisioned, DeviceError> {
+    if !valid_device_id(id) {
+        return Err(DeviceError::BadId(id.into()));
+    }
+    let tags = parse_tags(tags)?;
+    let exists: i64 = c.query_row(
+        "SELECT COUNT(*) FROM devices WHERE id = ?1 AND cred_hash IS NOT NULL",
+        [id],
+        |r| r.get(0),
+    )?;
+    if exists > 0 {
+        return Err(DeviceError::Exists(id.into()));
+    }
+    let password = random_secret();
+    let io = |path: PathBuf| move |source| DeviceError::Io { path, source };
+    std::fs::create_dir_all(out.join("trust")).map_err(io(out.join("trust")))?;
+    let pw_path = out.join("password");
+    let _ = std::fs::remove_file(&pw_path);
+    crate::fsutil::write_secret_new(&pw_path, password.as_bytes()).map_err(io(pw_path.clone()))?;
+    let key_path = out.join("trust").join(format!("{}.pub", trust_key.id()));
+    std::fs::write(&key_path, trust_key.to_file_contents()).map_err(io(key_path.clone()))?;
+    let tag_lines: String = tags.iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect();
+    let toml = format!(
+        "# Outpost agent configuration for {id}, issued by outpost-bridge.\n\
+         device_id = \"{id}\"\ndata_dir = \"/var/lib/outpost\"\ntrust_dir = \"trust\"\n\n\
+         [tags]\ntarget = \"{target}\"\n{tag_lines}\n\
+         [broker]\nurl = \"{broker_url}\"\nusername = \"{id}\"\npassword_file = \"password\"\n\n\
+         [sensor]\nkind = \"adxl345\"\ni2c_bus = \"/dev/i2c-1\"\n"
+    );
+    let cfg_path = out.join("agent.toml");
+    std::fs::write(&cfg_path, toml).map_err(io(cfg_path.clone()))?;
+    c.execute(
+        "INSERT INTO devices (id, target, tags, created_at, cred_hash) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(id) DO UPDATE SET target = ?2, tags = ?3, cred_hash = ?5",
+        params![
+            id,
+            target,
+            serde_json::to_string(&tags).unwrap_or_default(),
+            crate::db::now() as i64,
+            cred_hash(id, &password)
+        ],
+    )?;
+    set_tags(c, id, &tags)?;
+    audit.append(
+        c,
+        actor,
+        "device.add",
+        id,
+        "",
+        &serde_json::json!({"target": target, "tags": tags}),
+    )?;
+    Ok(Provisioned {
+        id: id.into(),
+        dir: out.to_path_buf(),
+        password,
+    })
+}
+
+fn set_tags(c: &Connection, id: &str, tags: &BTreeMap<String, String>) -> rusqlite::Result<()> {
+    c.execute("DELETE FROM device_tags WHERE device = ?1", [id])?;
+    for (k, v) in tags {
+        c.execute(
+            "INSERT INTO device_tags (device, key, value) VALUES (?1, ?2, ?3)",
+            params![id, k, v],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records a device seen for the first time (open broker); returns whether it was new.
+pub fn ensure(
+    c: &Connection,
+    audit: &Audit,
+    id: &str,
+    tags: &BTreeMap<String, String>,
+) -> rusqlite::Result<bool> {
+    let n = c.execute(
+        "INSERT OR IGNORE INTO devices (id, target, tags, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            id,
+            tags.get("target").cloned().unwrap_or_default(),
+            serde_json::to_string(tags).unwrap_or_default(),
+            crate::db::now() as i64
+        ],
+    )?;
+    if n > 0 {
+        set_tags(c, id, tags)?;
+        audit.append(
+            c,
+            "system",
+            "device.discover",
+            id,
+            "first contact",
+            &serde_json::json!({"tags": tags}),
+        )?;
+    }
+    Ok(n > 0)
+}
+
+/// Stores a reported state (adopting its tags if the device was discovered with none).
+pub fn on_state(c: &Connection, audit: &Audit, s: &ReportedState) -> rusqlite::Result<()> {
+    ensure(c, audit, &s.device_id, &s.tags)?;
+    c.execute(
+        "UPDATE devices SET state = ?2, last_seen = ?3 WHERE id = ?1",
+        params![
+            s.device_id,
+            serde_json::to_string(s).unwrap_or_default(),
+            crate::db::now() as i64
+        ],
+    )?;
+    let tags: String = c.query_row(
+        "SELECT tags FROM devices WHERE id = ?1",
+        [&s.device_id],
+        |r| r.get(0),
+    )?;
+    if (tags == "{}" || tags.is_empty()) && !s.tags.is_empty() {
+        c.execute(
+            "UPDATE devices SET tags = ?2, target = ?3 WHERE id = ?1",
+            params![
+                s.device_id,
+                serde_json::to_string(&s.tags).unwrap_or_default(),
+                s.tags.get("target").cloned().unwrap_or_default()
+            ],
+        )?;
+        set_tags(c, &s.device_id, &s.tags)?;
+    }
+    Ok(())
+}
+
+/// Records presence; returns the previous online flag (None: unknown device before).
+pub fn on_presence(
+    c: &Connection,
+    audit: &Audit,
+    id: &str,
+    online: bool,
+) -> rusqlite::Result<Option<bool>> {
+    let before: Option<bool> = c
+        .query_row("SELECT online FROM devices WHERE id = ?1", [id], |r| {
+            r.get::<_, i64>(0).map(|v| v != 0)
+        })
+        .optional()?;
+    ensure(c, audit, id, &BTreeMap::new())?;
+    c.execute(
+        "UPDATE devices SET online = ?2, last_seen = ?3 WHERE id = ?1",
+        params![id, online as i64, crate::db::now() as i64],
+    )?;
+    Ok(before)
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    let tags: String = r.get(2)?;
+    let state: Option<String> = r.get(6)?;
+    let cred: Option<String> = r.get(7)?;
+    Ok(DeviceRecord {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        created_at: r.get::<_, i64>(3)? as u64,
+        last_seen: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        online: r.get::<_, i64>(5)? != 0,
+        state: state.and_then(|s| serde_json::from_str(&s).ok()),
+        provisioned: cred.is_some(),
+    })
+}
+
+const COLS: &str = "id, target, tags, created_at, last_seen, online, state, cred_hash";
+
+/// Devices matching all `tags` (k=v), by id.
+pub fn list(c: &Connection, tags: &[(String, String)]) -> rusqlite::Result<Vec<DeviceRecord>> {
+    let mut sql = format!("SELECT {COLS} FROM devices d WHERE 1 = 1");
+    let mut args = Vec::new();
+    for (k, v) in tags {
+        args.push(k.clone());
+        args.push(v.clone());
+        sql += &format!(
+            " AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device = d.id AND t.key = ?{} AND t.value = ?{})",
+            args.len() - 1,
+            args.len()
+        );
+    }
+    sql += " ORDER BY id";
+    let mut q = c.prepare(&sql)?;
+    let rows = q.query_map(rusqlite::params_from_iter(args.iter()), row)?;
+    rows.collect()
+}
+
+/// One device.
+pub fn show(c: &Connection, id: &str) -> Result<DeviceRecord, DeviceError> {
+    c.query_row(
+        &format!("SELECT {COLS} FROM devices WHERE id = ?1"),
+        [id],
+        row,
+    )
+    .optional()?
+    .ok_or_else(|| DeviceError::NotFound(id.into()))
+}

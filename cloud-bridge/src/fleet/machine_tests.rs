@@ -1,0 +1,264 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::{
+    Just, ProptestConfig, any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
+use proptest::strategy::Strategy as Gen;
+
+use super::*;
+
+fn strategy(on_trip: OnTrip) -> Strategy {
+    let mut s = Strategy::standard();
+    s.on_trip = on_trip;
+    for w in &mut s.waves {
+        w.timeout_ms = 1000;
+    }
+    s.gates.observe_ms = 500;
+    s.gates.min_samples = 5;
+    s
+}
+
+fn fleet(n: usize) -> Vec<(String, Option<String>)> {
+    (0..n)
+        .map(|i| (format!("d{i:02}"), Some("old".to_string())))
+        .collect()
+}
+
+fn ok() -> Report {
+    Report {
+        active: Some("new".into()),
+        sequence: None,
+        failed: None,
+    }
+}
+
+fn good_obs() -> Observation {
+    Observation {
+        samples: 100,
+        error_rate: 0.0,
+        p99_us: Some(100),
+        output_shift: Some(0.01),
+    }
+}
+
+fn targets(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| {
+            if let Action::Target(d) = x {
+                Some(d.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn waves_are_one_canary_then_cumulative_fractions() {
+    let s = strategy(OnTrip::Rollback);
+    let ids: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    let w = assign_waves(&ids, &s.waves);
+    let count = |k| w.iter().filter(|x| **x == k).count();
+    assert_eq!((count(0), count(1), count(2), count(3)), (1, 1, 8, 10));
+}
+
+#[test]
+fn happy_path_advances_through_every_wave_to_success() {
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(20));
+    let mut now = 0;
+    let mut targeted = targets(&r.start(now));
+    assert_eq!(targeted.len(), 1, "canary first");
+    let mut seen = BTreeSet::new();
+    while r.state == State::Running {
+        now += 100;
+        let mut acts = Vec::new();
+        for d in std::mem::take(&mut targeted) {
+            seen.insert(d.clone());
+            acts.extend(r.on_report(&d, &ok(), now));
+        }
+        acts.extend(r.on_observation(good_obs(), now));
+        acts.extend(r.on_tick(now));
+        targeted = targets(&acts);
+        assert!(now < 100_000, "stuck in {:?}", r.state);
+    }
+    assert_eq!(r.state, State::Succeeded);
+    assert_eq!(seen.len(), 20);
+}
+
+#[test]
+fn a_wave_that_never_reports_fails_by_timeout_and_rolls_back() {
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(5));
+    let canary = targets(&r.start(0));
+    assert!(r.on_tick(999).is_empty());
+    let acts = r.on_tick(1000);
+    assert!(
+        matches!(
+            r.state,
+            State::RollingBack { .. } | State::RolledBack { .. }
+        ),
+        "{:?}",
+        r.state
+    );
+    assert!(acts.iter().any(|a| matches!(a, Action::Restore { device, digest } if *device == canary[0] && digest == "old")));
+    match &r.devices[&canary[0]].status {
+        DeviceStatus::RolledBack { .. } => {}
+        s => panic!("{s:?}"),
+    }
+    // Once the device reports its old model again, the rollback is complete.
+    r.on_report(
+        &canary[0],
+        &Report {
+            active: Some("old".into()),
+            sequence: None,
+            failed: None,
+        },
+        1100,
+    );
+    r.on_tick(1200);
+    assert!(matches!(r.state, State::RolledBack { .. }), "{:?}", r.state);
+}
+
+#[test]
+fn a_tripped_output_gate_rolls_back_and_pause_policy_pauses() {
+    for (policy, expect) in [
+        (OnTrip::Rollback, "rolling_back"),
+        (OnTrip::Pause, "paused"),
+    ] {
+        let mut r = Rollout::new("new".into(), strategy(policy), fleet(10));
+        let c = targets(&r.start(0));
+        r.on_report(&c[0], &ok(), 10);
+        let shifted = Observation {
+            output_shift: Some(0.9),
+            ..good_obs()
+        };
+        r.on_observation(shifted, 20);
+        assert_eq!(r.state.name(), expect);
+        if let State::RollingBack { reason } | State::Paused { reason } = &r.state {
+            assert!(reason.contains("output shift"), "{reason}");
+        }
+        assert!(
+            r.devices
+                .values()
+                .filter(|d| d.wave > 0)
+                .all(|d| d.status == DeviceStatus::Pending),
+            "later waves untouched"
+        );
+    }
+}
+
+#[test]
+fn operator_commands_pause_resume_abort() {
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(10));
+    let c = targets(&r.start(0));
+    r.command(Command::Pause("look at it".into()), 1).unwrap();
+    r.on_report(&c[0], &ok(), 2);
+    assert!(
+        targets(&r.on_observation(good_obs(), 900)).is_empty(),
+        "paused: no new wave"
+    );
+    let a = r.command(Command::Resume, 1000).unwrap();
+    assert!(
+        targets(&a).is_empty(),
+        "the canary is observed for observe_ms after resuming: {a:?}"
+    );
+    let a = r.on_tick(1500);
+    assert!(!targets(&a).is_empty(), "then the next wave starts: {a:?}");
+    r.command(Command::Abort("enough".into()), 1100).unwrap();
+    assert!(r.command(Command::Resume, 1200).is_err(), "terminal");
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Report(usize, u8), // device index, 0 success / 1 failure / 2 old model
+    Observe(bool),
+    Tick(u64),
+    Pause,
+    Resume,
+    Rollback,
+    Abort,
+}
+
+fn ev() -> impl Gen<Value = Ev> {
+    prop_oneof![
+        8 => (0usize..12, 0u8..3).prop_map(|(d, k)| Ev::Report(d, k)),
+        2 => any::<bool>().prop_map(Ev::Observe),
+        6 => (1u64..800).prop_map(Ev::Tick),
+        1 => Just(Ev::Pause),
+        1 => Just(Ev::Resume),
+        1 => Just(Ev::Rollback),
+        1 => Just(Ev::Abort),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Invariants under arbitrary interleavings:
+    /// - a device is targeted only once, only while running, and only when its wave is
+    ///   the current one (earlier waves resolved);
+    /// - after a rollback every targeted device with a previous model got a restore;
+    /// - no device stays "targeted" past its wave's timeout while running;
+    /// - terminal states stay terminal.
+    #[test]
+    fn rollout_invariants(events in prop::collection::vec(ev(), 1..120), n in 1usize..12, pause in any::<bool>()) {
+        let policy = if pause { OnTrip::Pause } else { OnTrip::Rollback };
+        let mut r = Rollout::new("new".into(), strategy(policy), fleet(n));
+        let ids: Vec<String> = r.devices.keys().cloned().collect();
+        let mut now = 0u64;
+        let mut targeted: BTreeMap<String, usize> = BTreeMap::new();
+        let mut restored: BTreeSet<String> = BTreeSet::new();
+        let mut terminal: Option<State> = None;
+        let mut acts = r.start(now);
+        for e in events {
+            for a in acts.drain(..) {
+                match a {
+                    Action::Target(d) => {
+                        prop_assert!(matches!(r.state, State::Running), "targeted while {:?}", r.state);
+                        prop_assert_eq!(r.devices[&d].wave, r.wave);
+                        prop_assert!(targeted.insert(d.clone(), r.wave).is_none(), "{} targeted twice", d);
+                    }
+                    Action::Restore { device, .. } => { restored.insert(device); }
+                    Action::Changed { .. } => {}
+                }
+            }
+            if let Some(t) = &terminal {
+                prop_assert_eq!(&r.state, t, "terminal state changed");
+            } else if r.state.terminal() {
+                terminal = Some(r.state.clone());
+            }
+            acts = match e {
+                Ev::Report(i, k) => {
+                    let d = &ids[i % ids.len()];
+                    let rep = match k {
+                        0 => ok(),
+                        1 => Report { active: Some("old".into()), sequence: None, failed: Some("boom".into()) },
+                        _ => Report { active: Some("old".into()), sequence: None, failed: None },
+                    };
+                    r.on_report(d, &rep, now)
+                }
+                Ev::Observe(good) => r.on_observation(if good { good_obs() } else { Observation { error_rate: 0.5, ..good_obs() } }, now),
+                Ev::Tick(dt) => { now += dt; r.on_tick(now) }
+                Ev::Pause => r.command(Command::Pause("p".into()), now).unwrap_or_default(),
+                Ev::Resume => r.command(Command::Resume, now).unwrap_or_default(),
+                Ev::Rollback => r.command(Command::Rollback("r".into()), now).unwrap_or_default(),
+                Ev::Abort => r.command(Command::Abort("a".into()), now).unwrap_or_default(),
+            };
+            if matches!(r.state, State::Running) {
+                let timeout = r.strategy.waves[r.wave].timeout_ms;
+                for d in r.devices.values() {
+                    if let DeviceStatus::Targeted { since } = d.status {
+                        prop_assert!(now.saturating_sub(since) <= timeout + 800, "overdue device still targeted");
+                    }
+                }
+            }
+        }
+        for a in acts.drain(..) {
+            if let Action::Restore { device, .. } = a { restored.insert(device); }
+        }
+        if matches!(r.state, State::RollingBack { .. } | State::RolledBack { .. }) {
+            for d in targeted.keys() {
+                prop_assert!(restored.contains(d), "{} switched but never restored", d);
+            }
+        }
+    }
+}

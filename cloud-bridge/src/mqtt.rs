@@ -1,0 +1,190 @@
+//! The bridge's MQTT connection: subscribes to every device's state, presence, chunk
+//! requests and uplinks, and routes them; publishes directives, chunk frames, acks and
+//! events from an outbound queue (so no handler ever blocks the event loop).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::Limits;
+use outpost_protocol::topics::{self, DeviceTopic};
+use outpost_protocol::wire::{ChunkRequest, EventKind, Presence, ReportedState};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::audit::Audit;
+use crate::db::Db;
+use crate::events::{EventBus, MqttOut, NewEvent};
+use crate::ingest::IngestJob;
+use crate::serving::BundleServer;
+
+/// Everything inbound messages are routed to.
+#[derive(Clone)]
+pub struct Router {
+    /// Database.
+    pub db: Db,
+    /// Audit log.
+    pub audit: Audit,
+    /// Event bus.
+    pub events: EventBus,
+    /// Ingest queue.
+    pub ingest: mpsc::Sender<IngestJob>,
+    /// Bundle server.
+    pub server: Arc<BundleServer>,
+    /// Outbound queue (topic, payload, retain).
+    pub out: MqttOut,
+    /// Woken when a device reports state (the rollout engine re-evaluates).
+    pub state_changed: Arc<Notify>,
+    /// Called on every (re)connect, e.g. to re-publish retained directives.
+    pub on_connect: Arc<dyn Fn(&MqttOut) + Send + Sync>,
+}
+
+/// Broker location and credentials.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Username/password.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Starts the connection; returns whether-connected and the two tasks' futures.
+pub fn start(
+    conn: &Connection,
+    router: Router,
+    mut out_rx: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (
+    watch::Receiver<bool>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut o = MqttOptions::new("outpost-bridge", &conn.host, conn.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_clean_session(true);
+    o.set_inflight(500);
+    if let Some((u, p)) = &conn.credentials {
+        o.set_credentials(u, p);
+    }
+    let (client, mut el) = AsyncClient::new(o, 4096);
+    let (conn_tx, conn_rx) = watch::channel(false);
+    let task = async move {
+        let publisher = client.clone();
+        let mut pub_shutdown = shutdown.clone();
+        let out_task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some((topic, payload, retain)) => {
+                            let _ = publisher.publish(topic, QoS::AtLeastOnce, retain, payload).await;
+                        }
+                        None => break,
+                    },
+                    _ = pub_shutdown.changed() => break,
+                }
+            }
+        });
+        let limits = Limits::default();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for f in topics::BRIDGE_SUBSCRIPTIONS {
+                            let _ = client.try_subscribe(f, QoS::AtLeastOnce);
+                        }
+                        let _ = conn_tx.send(true);
+                        (router.on_connect)(&router.out);
+                        tracing::info!("bridge connected to the broker");
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => route(&router, &limits, p.topic, p.payload.to_vec()).await,
+                    Ok(_) => {}
+                    Err(e) => {
+                        if *conn_tx.borrow() {
+                            tracing::warn!(error = %e, "bridge lost the broker; reconnecting");
+                        }
+                        let _ = conn_tx.send(false);
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                },
+            }
+        }
+        let _ = client.try_disconnect();
+        out_task.abort();
+    };
+    (conn_rx, task)
+}
+
+async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
+    let Some((dev, kind)) = topics::parse(&topic) else {
+        return;
+    };
+    let dev = dev.to_owned();
+    match kind {
+        DeviceTopic::Uplink(stream) => {
+            let _ = r
+                .ingest
+                .send(IngestJob {
+                    device: dev,
+                    stream,
+                    payload,
+                })
+                .await;
+        }
+        DeviceTopic::ChunkRequest => {
+            let Ok(req) = ChunkRequest::decode(&payload, limits) else {
+                tracing::debug!(device = %dev, "malformed chunk request dropped");
+                return;
+            };
+            let server = r.server.clone();
+            let out = r.out.clone();
+            tokio::spawn(async move {
+                for f in server.answer(&dev, &req).await {
+                    let _ = out.send((topics::chunk_response(&dev), f.encode(), false));
+                }
+            });
+        }
+        DeviceTopic::State => {
+            if payload.is_empty() {
+                return; // a retained message being cleared
+            }
+            match ReportedState::decode(&payload, limits) {
+                Ok(s) if s.device_id == dev => {
+                    let c = r.db.lock();
+                    if let Err(e) = crate::devices::on_state(&c, &r.audit, &s) {
+                        tracing::error!(error = %e, device = %dev, "cannot record device state");
+                    }
+                    drop(c);
+                    r.state_changed.notify_one();
+                }
+                Ok(_) => tracing::warn!(device = %dev, "state names another device; dropped"),
+                Err(e) => tracing::debug!(device = %dev, error = %e, "malformed state dropped"),
+            }
+        }
+        DeviceTopic::Presence => {
+            let Ok(p) = Presence::decode(&payload, limits) else {
+                return;
+            };
+            let c = r.db.lock();
+            match crate::devices::on_presence(&c, &r.audit, &dev, p.online) {
+                Ok(before) if before != Some(p.online) => {
+                    let (kind, word) = if p.online {
+                        (EventKind::DeviceOnline, "online")
+                    } else {
+                        (EventKind::DeviceOffline, "offline")
+                    };
+                    r.events.emit_with(
+                        &c,
+                        NewEvent::new(kind, format!("{dev} is {word}")).device(&dev),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, device = %dev, "cannot record presence"),
+            }
+            drop(c);
+            r.state_changed.notify_one();
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,498 @@
+//! The model registry: names, versions, tags, lineage, validation results, bundles.
+//!
+//! Registering validates the model with tract (load, self-test, latency p50/p99, peak
+//! memory), profiles the optional training-data CSV into a baseline, builds and signs the
+//! bundle, stores it content-addressed, and records the version — the next number for
+//! that name — in one transaction with its audit entry. A model that fails validation is
+//! refused with the reason, and the refusal is recorded (table and audit).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use outpost_agent::inference::{InferenceError, Model};
+use outpost_protocol::baseline::{BaselineError, BaselineProfile};
+use outpost_protocol::{Digest, SigningKey};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::audit::Audit;
+use crate::bundles::BundleStore;
+use crate::packaging::{self, PackError, PackInput, SpecFile, SpecFileError, read_capped};
+use crate::profile::{self, ValidationProfile};
+
+/// Registry errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The spec file is unusable.
+    #[error(transparent)]
+    Spec(#[from] SpecFileError),
+    /// No spec was given or found.
+    #[error("no scoring spec: pass --spec (or put spec.toml next to the model)")]
+    NoSpec,
+    /// Validation failed: the model is refused.
+    #[error("model refused: {0}")]
+    Refused(String),
+    /// The baseline CSV is unusable.
+    #[error("baseline {path}: {message}")]
+    Baseline {
+        /// CSV path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Packing failed.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// No such model version.
+    #[error("model {0} not found")]
+    NotFound(String),
+    /// A deployment uses it.
+    #[error(
+        "model {model} is used by active deployment(s) {deployments}; abort or finish them first"
+    )]
+    InUse {
+        /// `name:version`.
+        model: String,
+        /// Deployment ids.
+        deployments: String,
+    },
+    /// Database failure.
+    #[error("registry database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Bundle storage failure.
+    #[error("bundle storage: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+/// A registration request.
+#[derive(Debug, Clone, Default)]
+pub struct RegisterRequest {
+    /// Model name.
+    pub name: String,
+    /// The ONNX file, then any extra files the model needs.
+    pub files: Vec<PathBuf>,
+    /// Scoring spec (default: `spec.toml` next to the model).
+    pub spec: Option<PathBuf>,
+    /// Tags `k=v`.
+    pub tags: Vec<String>,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub created_by: String,
+    /// Training-data sample (CSV with a header naming the spec's features).
+    pub baseline_csv: Option<PathBuf>,
+    /// Chunk size override.
+    pub chunk_size: Option<u32>,
+    /// Lineage overrides.
+    pub source_commit: Option<String>,
+    /// Dataset id override.
+    pub dataset_id: Option<String>,
+    /// Dataset hash override.
+    pub dataset_sha256: Option<String>,
+}
+
+/// A registered model version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelRecord {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u32,
+    /// Bundle digest.
+    pub digest: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Who.
+    pub created_by: String,
+    /// Why.
+    pub reason: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Lineage.
+    pub lineage: serde_json::Value,
+    /// Validation profile.
+    pub validation: serde_json::Value,
+    /// Bundle size, bytes.
+    pub bundle_size: u64,
+    /// Chunks.
+    pub chunks: u32,
+}
+
+/// Search filters (all must match).
+#[derive(Debug, Clone, Default)]
+pub struct ModelFilter {
+    /// Exact name.
+    pub name: Option<String>,
+    /// Tags `k=v`.
+    pub tags: Vec<(String, String)>,
+    /// Lineage fields `source_commit=…`, `dataset_id=…`, `dataset_sha256=…`,
+    /// `training_run=…`, `created_by=…`.
+    pub lineage: Vec<(String, String)>,
+}
+
+fn refuse(c: &Connection, audit: &Audit, name: &str, by: &str, reason: &str) -> RegistryError {
+    let _ = c.execute(
+        "INSERT INTO model_refusals (name, at, by, reason) VALUES (?1, ?2, ?3, ?4)",
+        params![name, crate::db::now() as i64, by, reason],
+    );
+    let _ = audit.append(c, by, "model.refuse", name, reason, &serde_json::json!({}));
+    RegistryError::Refused(reason.to_owned())
+}
+
+/// Reads a training-data CSV: header names must include the spec's features.
+fn read_baseline(
+    path: &Path,
+    features: &[String],
+    model: &Model,
+) -> Result<Vec<u8>, RegistryError> {
+    let bad = |message: String| RegistryError::Baseline {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = String::from_utf8(read_capped(path)?).map_err(|_| bad("not UTF-8".into()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| bad("empty file".into()))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let cols: Vec<usize> = features
+        .iter()
+        .map(|f| {
+            header
+                .iter()
+                .position(|h| h == f)
+                .ok_or_else(|| bad(format!("no column {f:?} in the header")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let row: Vec<f64> = cols
+            .iter()
+            .map(|&c| {
+                cells
+                    .get(c)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "line {}: column {} is not a finite number",
+                            i + 2,
+                            header[c]
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let x: Vec<f32> = row.iter().map(|v| *v as f32).collect();
+        let p = model
+            .predict(&x)
+            .map_err(|e| bad(format!("line {}: the model fails on it: {e}", i + 2)))?;
+        labels.push(p.label);
+        rows.push(row);
+    }
+    let profile = BaselineProfile::compute(features, &rows, &labels)
+        .map_err(|e: BaselineError| bad(e.to_string()))?;
+    Ok(profile.to_json())
+}
+
+/// Registers a model version.
+pub fn register(
+    c: &mut Connection,
+    audit: &Audit,
+    bundles: &dyn BundleStore,
+    key: &SigningKey,
+    req: RegisterRequest,
+) -> Result<(ModelRecord, ValidationProfile), RegistryError> {
+    let model_path = req.files.first().ok_or(RegistryError::NoSpec)?;
+    let spec_path = match &req.spec {
+        Some(p) => p.clone(),
+        None => {
+            let p = model_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("spec.toml");
+            if !p.exists() {
+                return Err(RegistryError::NoSpec);
+            }
+            p
+        }
+    };
+    let spec = SpecFile::load(&spec_path)?;
+    let onnx = read_capped(model_path)?;
+    if !outpost_protocol::manifest::valid_name(&req.name) {
+        return Err(RegistryError::Pack(PackError::BadName(req.name)));
+    }
+    if spec.self_test.is_empty() {
+        return Err(refuse(
+            c,
+            audit,
+            &req.name,
+            &req.created_by,
+            &PackError::NoSelfTest.to_string(),
+        ));
+    }
+    let validation = profile::validate(&onnx, &spec.spec, &spec.self_test, 200).map_err(
+        |e: InferenceError| refuse(c, audit, &req.name, &req.created_by, &e.to_string()),
+    )?;
+    let baseline = match &req.baseline_csv {
+        Some(p) => {
+            let model = Model::load(&onnx, &spec.spec)
+                .map_err(|e| RegistryError::Refused(e.to_string()))?;
+            let names = if spec.spec.input.features.is_empty() {
+                return Err(RegistryError::Baseline {
+                    path: p.clone(),
+                    message: "the spec lists no feature names to match CSV columns".into(),
+                });
+            } else {
+                spec.spec.input.features.clone()
+            };
+            Some(read_baseline(p, &names, &model)?)
+        }
+        None => None,
+    };
+    let mut extra = Vec::new();
+    for f in &req.files[1..] {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        extra.push((name, read_capped(f)?));
+    }
+
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Next version: above every version ever issued for the name (deleted ones included),
+    // so a number always means one model.
+    let version: u32 = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT last_version FROM model_counters WHERE name = ?1), 0),
+                    COALESCE((SELECT MAX(version) FROM models WHERE name = ?1), 0)) + 1",
+        [&req.name],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO model_counters (name, last_version) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET last_version = ?2",
+        params![req.name, version],
+    )?;
+    let input = PackInput {
+        name: Some(req.name.clone()),
+        version: Some(version),
+        chunk_size: req.chunk_size,
+        created_by: req.created_by.clone(),
+        created_at: crate::db::now(),
+        reason: req.reason.clone(),
+        source_commit: req.source_commit,
+        dataset_id: req.dataset_id,
+        dataset_sha256: req.dataset_sha256,
+        tags: req.tags,
+        baseline,
+        extra_files: extra,
+    };
+    let packed = packaging::pack(onnx, &spec, input, key)?;
+    let m = &packed.bundle.manifest;
+    bundles.put(packed.bundle.digest, &packed.bundle.bytes)?;
+    let rec = ModelRecord {
+        name: req.name.clone(),
+        version,
+        digest: packed.bundle.digest.to_hex(),
+        created_at: m.lineage.created_at,
+        created_by: m.lineage.created_by.clone(),
+        reason: m.lineage.reason.clone(),
+        description: m.description.clone(),
+        tags: m.tags.clone(),
+        lineage: serde_json::to_value(&m.lineage).unwrap_or_default(),
+        validation: serde_json::to_value(&validation).unwrap_or_default(),
+        bundle_size: packed.bundle.bytes.len() as u64,
+        chunks: m.payload.chunks.len() as u32,
+    };
+    tx.execute(
+        "INSERT INTO models (name, version, digest, created_at, created_by, reason, description, tags, lineage, validation, bundle_size, chunks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            rec.name,
+            rec.version,
+            rec.digest,
+            rec.created_at as i64,
+            rec.created_by,
+            rec.reason,
+            rec.description,
+            serde_json::to_string(&rec.tags).unwrap_or_default(),
+            rec.lineage.to_string(),
+            rec.validation.to_string(),
+            rec.bundle_size as i64,
+            rec.chunks
+        ],
+    )?;
+    for (k, v) in &rec.tags {
+        tx.execute(
+            "INSERT INTO model_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+            params![rec.name, rec.version, k, v],
+        )?;
+    }
+    audit.append(
+        &tx,
+        &rec.created_by,
+        "model.register",
+        &format!("{}:{}", rec.name, rec.version),
+        &rec.reason,
+        &serde_json::json!({"digest": rec.digest, "validation": rec.validation, "lineage": rec.lineage}),
+    )?;
+    tx.commit()?;
+    Ok((rec, validation))
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
+    let tags: String = r.get(7)?;
+    let lineage: String = r.get(8)?;
+    let validation: String = r.get(9)?;
+    Ok(ModelRecord {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        digest: r.get(2)?,
+        created_at: r.get::<_, i64>(3)? as u64,
+        created_by: r.get(4)?,
+        reason: r.get(5)?,
+        description: r.get(6)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        lineage: serde_json::from_str(&lineage).unwrap_or_default(),
+        validation: serde_json::from_str(&validation).unwrap_or_default(),
+        bundle_size: r.get::<_, i64>(10)? as u64,
+        chunks: r.get(11)?,
+    })
+}
+
+const COLS: &str = "name, version, digest, created_at, created_by, reason, description, tags, lineage, validation, bundle_size, chunks";
+
+/// Lists versions matching `f`, by name then version.
+pub fn list(c: &Connection, f: &ModelFilter) -> Result<Vec<ModelRecord>, RegistryError> {
+    let mut sql = format!("SELECT {COLS} FROM models m WHERE 1 = 1");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(n) = &f.name {
+        args.push(n.clone());
+        sql += &format!(" AND name = ?{}", args.len());
+    }
+    for (k, v) in &f.tags {
+        args.push(k.clone());
+        args.push(v.clone());
+        sql += &format!(
+            " AND EXISTS (SELECT 1 FROM model_tags t WHERE t.name = m.name AND t.version = m.version AND t.key = ?{} AND t.value = ?{})",
+            args.len() - 1,
+            args.len()
+        );
+    }
+    for (k, v) in &f.lineage {
+        let field = match k.as_str() {
+            "source_commit" | "dataset_id" | "dataset_sha256" | "training_run" | "created_by"
+            | "reason" => k.as_str(),
+            _ => {
+                return Err(RegistryError::NotFound(format!(
+                    "lineage field {k:?} (use source_commit, dataset_id, dataset_sha256, training_run, created_by)"
+                )));
+            }
+        };
+        args.push(v.clone());
+        sql += &format!(" AND json_extract(lineage, '$.{field}') = ?{}", args.len());
+    }
+    sql += " ORDER BY name, version";
+    let mut q = c.prepare(&sql)?;
+    let rows = q.query_map(rusqlite::params_from_iter(args.iter()), row_to_record)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One version (`version = None`: the latest).
+pub fn show(
+    c: &Connection,
+    name: &str,
+    version: Option<u32>,
+) -> Result<ModelRecord, RegistryError> {
+    let r = match version {
+        Some(v) => c
+            .query_row(
+                &format!("SELECT {COLS} FROM models WHERE name = ?1 AND version = ?2"),
+                params![name, v],
+                row_to_record,
+            )
+            .optional()?,
+        None => c
+            .query_row(
+                &format!("SELECT {COLS} FROM models WHERE name = ?1 ORDER BY version DESC LIMIT 1"),
+                [name],
+                row_to_record,
+            )
+            .optional()?,
+    };
+    r.ok_or_else(|| {
+        RegistryError::NotFound(format!(
+            "{name}:{}",
+            version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "latest".into())
+        ))
+    })
+}
+
+/// The bundle digest of a version.
+pub fn digest_of(c: &Connection, name: &str, version: u32) -> Result<Digest, RegistryError> {
+    let d: String = show(c, name, Some(version))?.digest;
+    d.parse()
+        .map_err(|_| RegistryError::NotFound(format!("{name}:{version} has a malformed digest")))
+}
+
+/// Deletes a version unless an active deployment uses it (as target or rollback target).
+pub fn delete(
+    c: &mut Connection,
+    audit: &Audit,
+    bundles: &dyn BundleStore,
+    name: &str,
+    version: u32,
+    actor: &str,
+    reason: &str,
+) -> Result<(), RegistryError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let rec = show(&tx, name, Some(version))?;
+    let using: Vec<String> = {
+        let mut q = tx.prepare(
+            "SELECT id FROM deployments WHERE state IN ('running', 'paused', 'rolling_back')
+             AND ((model = ?1 AND version = ?2) OR json_extract(previous, '$.digest') = ?3)",
+        )?;
+        let rows = q.query_map(params![name, version, rec.digest], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if !using.is_empty() {
+        return Err(RegistryError::InUse {
+            model: format!("{name}:{version}"),
+            deployments: using.join(", "),
+        });
+    }
+    tx.execute(
+        "DELETE FROM models WHERE name = ?1 AND version = ?2",
+        params![name, version],
+    )?;
+    tx.execute(
+        "DELETE FROM model_tags WHERE name = ?1 AND version = ?2",
+        params![name, version],
+    )?;
+    let still: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM models WHERE digest = ?1",
+        [&rec.digest],
+        |r| r.get(0),
+    )?;
+    audit.append(
+        &tx,
+        actor,
+        "model.delete",
+        &format!("{name}:{version}"),
+        reason,
+        &serde_json::json!({"digest": rec.digest}),
+    )?;
+    tx.commit()?;
+    if still == 0
+        && let Ok(d) = rec.digest.parse()
+    {
+        let _ = bundles.remove(d);
+    }
+    Ok(())
+}

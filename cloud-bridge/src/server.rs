@@ -1,0 +1,302 @@
+//! `outpost-bridge serve`: everything the cloud side runs, started together and stopped
+//! with one signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::SigningKey;
+use outpost_protocol::keys::KeyError;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::audit::Audit;
+use crate::broker::{self, AuthFn, BrokerError};
+use crate::bundles::{BundleStore, FsBundleStore};
+use crate::db::{Db, DbError};
+use crate::events::{EventBus, MqttOut};
+use crate::ingest::{self, IngestStats};
+use crate::mqtt::{self, Router};
+use crate::serving::BundleServer;
+
+/// Which broker to use.
+#[derive(Debug, Clone)]
+pub enum BrokerChoice {
+    /// Run rumqttd in-process on this address (port 0: any free port).
+    Embedded {
+        /// Listen address.
+        listen: SocketAddr,
+        /// Require device credentials.
+        auth: bool,
+    },
+    /// Connect to a standard broker (mosquitto, EMQX, …).
+    External {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Username/password for the bridge.
+        credentials: Option<(String, String)>,
+    },
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Broker.
+    pub broker: BrokerChoice,
+    /// HTTP API listener (None: no API).
+    pub http: Option<SocketAddr>,
+    /// Webhook URLs for events.
+    pub webhooks: Vec<String>,
+    /// Broker URL written into provisioned devices' configs (default: derived).
+    pub device_broker_url: Option<String>,
+    /// Chunks per second per device.
+    pub chunk_rate: f64,
+    /// Bundle cache size, bytes.
+    pub cache_bytes: usize,
+    /// Rollout engine tick.
+    pub fleet_tick: Duration,
+}
+
+impl ServeConfig {
+    /// Defaults: embedded broker on 127.0.0.1:1883 with auth, API on 127.0.0.1:8080.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            broker: BrokerChoice::Embedded {
+                listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                auth: true,
+            },
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            webhooks: Vec::new(),
+            device_broker_url: None,
+            chunk_rate: 200.0,
+            cache_bytes: 256 << 20,
+            fleet_tick: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Signing key.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// Broker.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// Filesystem.
+    #[error("{what}: {source}")]
+    Io {
+        /// What.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Loads the bridge's signing key, creating it on first use.
+pub fn signing_key(data_dir: &std::path::Path) -> Result<SigningKey, ServeError> {
+    let dir = data_dir.join("keys");
+    let path = dir.join(crate::keys::PRIVATE_KEY_FILE);
+    if !path.exists() {
+        crate::keys::init(&dir).map_err(|e| ServeError::Key(e.to_string()))?;
+        tracing::info!(dir = %dir.display(), "created the bundle signing key");
+    }
+    SigningKey::load(&path).map_err(|e: KeyError| ServeError::Key(e.to_string()))
+}
+
+/// A running bridge.
+pub struct Bridge {
+    /// Database.
+    pub db: Db,
+    /// Audit log.
+    pub audit: Audit,
+    /// Events.
+    pub events: EventBus,
+    /// Bundle storage.
+    pub bundles: Arc<dyn BundleStore>,
+    /// Bundle server.
+    pub server: Arc<BundleServer>,
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// The signing key.
+    pub key: Arc<SigningKey>,
+    /// Broker address (host, port).
+    pub broker: (String, u16),
+    /// Where the API listens.
+    pub http_addr: Option<SocketAddr>,
+    /// Whether the bridge's MQTT client is connected.
+    pub connected: watch::Receiver<bool>,
+    /// Outbound MQTT queue.
+    pub out: MqttOut,
+    /// The rollout engine.
+    pub fleet: crate::fleet::FleetHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Stops everything (ingest drains what is queued).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Starts the bridge.
+pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
+    let db = Db::open(&cfg.data_dir)?;
+    let key = Arc::new(signing_key(&cfg.data_dir)?);
+    let audit = Audit::new(&cfg.data_dir);
+    let bundles: Arc<dyn BundleStore> = Arc::new(FsBundleStore::new(&cfg.data_dir).map_err(
+        |source| ServeError::Io {
+            what: "bundle directory".into(),
+            source,
+        },
+    )?);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+
+    let secret = crate::devices::random_secret();
+    let (conn, device_url) = match &cfg.broker {
+        BrokerChoice::Embedded { listen, auth } => {
+            let check: Option<AuthFn> = auth.then(|| {
+                let db = db.clone();
+                let secret = secret.clone();
+                Arc::new(move |client: &str, user: &str, pass: &str| {
+                    (client == "outpost-bridge" && user == "outpost-bridge" && pass == secret)
+                        || (client == user
+                            && crate::devices::check_credentials(&db.lock(), user, pass))
+                }) as AuthFn
+            });
+            let b = broker::start(*listen, check)?;
+            tracing::info!(addr = %b.addr, auth, "embedded MQTT broker listening");
+            let creds = auth.then(|| ("outpost-bridge".to_owned(), secret.clone()));
+            (
+                mqtt::Connection {
+                    host: b.addr.ip().to_string(),
+                    port: b.addr.port(),
+                    credentials: creds,
+                },
+                format!("mqtt://{}", b.addr),
+            )
+        }
+        BrokerChoice::External {
+            host,
+            port,
+            credentials,
+        } => (
+            mqtt::Connection {
+                host: host.clone(),
+                port: *port,
+                credentials: credentials.clone(),
+            },
+            format!("mqtt://{host}:{port}"),
+        ),
+    };
+
+    let events = EventBus::new(db.clone(), Some(out_tx.clone()));
+    for url in &cfg.webhooks {
+        events
+            .add_webhook(url)
+            .map_err(|e| ServeError::Db(e.into()))?;
+    }
+    let server = Arc::new(BundleServer::new(
+        bundles.clone(),
+        cfg.cache_bytes,
+        cfg.chunk_rate,
+        32.0,
+    ));
+    let ingest_stats = Arc::new(IngestStats::default());
+    let (ingest_tx, ingest_rx) = mpsc::channel(4096);
+    let state_changed = Arc::new(Notify::new());
+    let fleet = crate::fleet::FleetHandle::new(
+        db.clone(),
+        audit.clone(),
+        events.clone(),
+        key.clone(),
+        bundles.clone(),
+        out_tx.clone(),
+        state_changed.clone(),
+    );
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(ingest::run(
+        db.clone(),
+        ingest_rx,
+        out_tx.clone(),
+        events.clone(),
+        ingest_stats.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::events::run_webhooks(
+        db.clone(),
+        shutdown_rx.clone(),
+    )));
+    let republish = fleet.clone();
+    let router = Router {
+        db: db.clone(),
+        audit: audit.clone(),
+        events: events.clone(),
+        ingest: ingest_tx,
+        server: server.clone(),
+        out: out_tx.clone(),
+        state_changed,
+        on_connect: Arc::new(move |_out| republish.republish_directives()),
+    };
+    let (connected, mqtt_task) = mqtt::start(&conn, router, out_rx, shutdown_rx.clone());
+    tasks.push(tokio::spawn(mqtt_task));
+    tasks.push(tokio::spawn(
+        fleet.clone().run(cfg.fleet_tick, shutdown_rx.clone()),
+    ));
+
+    let mut http_addr = None;
+    if let Some(addr) = cfg.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("HTTP API listen address {addr}"),
+                source,
+            })?;
+        http_addr = l.local_addr().ok();
+        let st = ApiState {
+            db: db.clone(),
+            audit: audit.clone(),
+            events: events.clone(),
+            bundles: bundles.clone(),
+            public_key: key.public_key(),
+            device_broker_url: cfg.device_broker_url.clone().unwrap_or(device_url),
+            data_dir: cfg.data_dir.clone(),
+            fleet: fleet.clone(),
+        };
+        tasks.push(tokio::spawn(api::serve(l, st, shutdown_rx.clone())));
+    }
+    Ok(Bridge {
+        db,
+        audit,
+        events,
+        bundles,
+        server,
+        ingest: ingest_stats,
+        key,
+        broker: (conn.host, conn.port),
+        http_addr,
+        connected,
+        out: out_tx,
+        fleet,
+        shutdown,
+        tasks,
+    })
+}

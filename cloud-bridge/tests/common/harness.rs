@@ -1,0 +1,179 @@
+//! An in-process bridge and agents for end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use outpost_agent::config::AgentConfig;
+use outpost_agent::runtime::{self, RunningAgent};
+use outpost_bridge::fleet::{self, StrategySpec};
+use outpost_bridge::registry::{self, ModelRecord, RegisterRequest};
+use outpost_bridge::server::{self, Bridge, BrokerChoice, ServeConfig};
+
+use super::models;
+
+/// A bridge on free ports with its data in `dir`.
+pub async fn bridge(dir: &Path, broker: BrokerChoice) -> Bridge {
+    let mut cfg = ServeConfig::new(dir.to_path_buf());
+    cfg.broker = broker;
+    cfg.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.fleet_tick = Duration::from_millis(100);
+    let b = server::start(cfg).await.unwrap();
+    assert!(
+        wait_until(20, || *b.connected.borrow()).await,
+        "bridge never connected to its broker"
+    );
+    b
+}
+
+/// Embedded broker on a free port.
+pub fn embedded(auth: bool) -> BrokerChoice {
+    BrokerChoice::Embedded {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        auth,
+    }
+}
+
+/// Registers a fixture directory (`vibration-anomaly`, …) under `name`.
+pub fn register(b: &Bridge, fixture: &str, name: &str) -> ModelRecord {
+    let dir = models().join(fixture);
+    let req = RegisterRequest {
+        name: name.into(),
+        files: vec![dir.join("model.onnx")],
+        spec: Some(dir.join("spec.toml")),
+        created_by: "test".into(),
+        reason: format!("{fixture} for tests"),
+        chunk_size: Some(16 * 1024),
+        ..Default::default()
+    };
+    registry::register(&mut b.db.lock(), &b.audit, b.bundles.as_ref(), &b.key, req)
+        .unwrap()
+        .0
+}
+
+/// Writes the bridge's public key as a trust directory.
+pub fn trust_dir(b: &Bridge, dir: &Path) -> PathBuf {
+    let t = dir.join("trust");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join(format!("{}.pub", b.key.id())),
+        b.key.public_key().to_file_contents(),
+    )
+    .unwrap();
+    t
+}
+
+/// Agent config text on `b`'s broker.
+pub fn agent_toml(b: &Bridge, device: &str, data: &Path, trust: &Path, extra: &str) -> String {
+    format!(
+        "device_id = \"{device}\"\ndata_dir = \"{}\"\ntrust_dir = \"{}\"\n\
+         [broker]\nurl = \"mqtt://{}:{}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n\
+         [api]\nhttp = \"127.0.0.1:0\"\n\
+         [update]\nrequest_timeout_ms = 2000\nhealth_secs = 1\nhealth_inferences = 3\n\
+         [telemetry]\ninterval_secs = 1\n\
+         [sync]\nlinger_ms = 100\n{extra}",
+        data.display(),
+        trust.display(),
+        b.broker.0,
+        b.broker.1
+    )
+}
+
+/// Starts an in-process agent.
+pub async fn agent(toml: &str) -> RunningAgent {
+    runtime::start(AgentConfig::from_toml(toml).unwrap(), Vec::new())
+        .await
+        .unwrap()
+}
+
+/// A one-wave strategy that finishes fast.
+pub fn quick_strategy() -> fleet::machine::Strategy {
+    StrategySpec {
+        waves: vec![1.0],
+        timeout_secs: 60,
+        gates: fleet::GateSpec {
+            max_error_rate: None,
+            max_output_shift: None,
+            min_samples: 0,
+            observe_secs: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .build()
+    .unwrap()
+}
+
+/// Polls `f` every 25 ms until it holds or `secs` pass.
+pub async fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    f()
+}
+
+/// Where mosquitto is, if installed. `OUTPOST_REQUIRE_MOSQUITTO=1` (set by .ci/run) turns
+/// a missing mosquitto into a test failure instead of a skip.
+pub fn mosquitto() -> Option<PathBuf> {
+    let found = [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists());
+    if found.is_none() && std::env::var("OUTPOST_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
+        panic!("OUTPOST_REQUIRE_MOSQUITTO=1 but mosquitto is not installed");
+    }
+    found
+}
+
+/// A mosquitto process on a free loopback port.
+pub struct Mosquitto {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start(bin: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 1048576\npersistence false\n")).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
