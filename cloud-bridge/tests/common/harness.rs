@@ -147,6 +147,10 @@ impl Mosquitto {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(bin, port)
+    }
+
+    pub fn start_on(bin: &Path, port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 1048576\npersistence false\n")).unwrap();
@@ -176,4 +180,174 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The real `outpost-agent` binary as a process.
+pub struct AgentProcess {
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl AgentProcess {
+    pub fn new(dir: &Path, toml: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, toml).unwrap();
+        Self {
+            config,
+            log: dir.join("agent.log"),
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            std::process::Command::new(super::workspace_bin("outpost-agent", "outpost-agent"))
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (the agent flushes and exits).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            for _ in 0..200 {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A rumqttd broker process (the agent crate's test_broker example) to stop and restart.
+pub struct BrokerProcess {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl BrokerProcess {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = Self { port, child: None };
+        b.restart();
+        b
+    }
+
+    fn bin() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples/test_broker");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            assert!(
+                std::process::Command::new(cargo)
+                    .args(["build", "-p", "outpost-agent", "--example", "test_broker"])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        bin
+    }
+
+    pub fn restart(&mut self) {
+        self.child = Some(
+            std::process::Command::new(Self::bin())
+                .arg(self.port.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("broker did not start");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every (stream, seq) the bridge holds for `device`, with a duplicate check.
+pub fn bridge_seqs(
+    b: &outpost_bridge::server::Bridge,
+    device: &str,
+) -> std::collections::BTreeMap<String, Vec<(u64, u64)>> {
+    let c = b.db.lock();
+    let mut q = c
+        .prepare("SELECT stream, seq, ts_ms FROM records WHERE device = ?1 ORDER BY stream, seq")
+        .unwrap();
+    let rows = q
+        .query_map([device], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })
+        .unwrap();
+    let mut out: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for r in rows {
+        let (s, seq, ts) = r.unwrap();
+        out.entry(s).or_default().push((seq, ts));
+    }
+    out
 }

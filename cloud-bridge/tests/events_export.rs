@@ -1,0 +1,284 @@
+//! Events reach the MQTT event topic and webhooks (with retries); captures export to
+//! Parquet and JSONL.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::harness::*;
+use common::{bridge as bridge_cmd, run, text};
+use outpost_bridge::ingest::{IngestJob, IngestStats, write};
+use outpost_bridge::server::{self, ServeConfig};
+use outpost_protocol::Limits;
+use outpost_protocol::uplink::{Record, UplinkBatch};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A webhook receiver that answers 500 to the first `fail` requests, then 200.
+async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0;
+            // Read until the body (Content-Length) is complete.
+            loop {
+                let Ok(k) = s.read(&mut buf[n..]).await else {
+                    break;
+                };
+                if k == 0 {
+                    break;
+                }
+                n += k;
+                let t = String::from_utf8_lossy(&buf[..n]).to_string();
+                if let Some((h, body)) = t.split_once("\r\n\r\n") {
+                    let len = h
+                        .lines()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let t = String::from_utf8_lossy(&buf[..n]).to_string();
+            let body = t
+                .split_once("\r\n\r\n")
+                .map(|x| x.1.to_owned())
+                .unwrap_or_default();
+            let count = {
+                let mut v = g.lock().unwrap();
+                v.push(body);
+                v.len()
+            };
+            let status = if count <= fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = s
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_go_to_the_event_topic_and_to_webhooks_with_retries() {
+    let (url, got) = receiver(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServeConfig::new(dir.path().to_path_buf());
+    cfg.broker = embedded(false);
+    cfg.http = None;
+    cfg.webhooks = vec![url.clone()];
+    let b = server::start(cfg).await.unwrap();
+    assert!(wait_until(20, || *b.connected.borrow()).await);
+    register(&b, "vibration-anomaly", "vib");
+
+    let mut o = MqttOptions::new("listener", b.broker.0.clone(), b.broker.1);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(o, 64);
+    client
+        .subscribe("outpost/v1/events/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // Wait for the subscription to be in place.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+                break;
+            }
+        }
+    })
+    .await;
+    outpost_bridge::devices::ensure(&b.db.lock(), &b.audit, "gw-ev", &Default::default()).unwrap();
+    b.fleet
+        .create(outpost_bridge::fleet::CreateDeployment {
+            model: "vib".into(),
+            version: None,
+            selector: outpost_bridge::fleet::Selector {
+                ids: vec!["gw-ev".into()],
+                tags: vec![],
+            },
+            strategy: quick_strategy(),
+            actor: "test".into(),
+            reason: "events".into(),
+        })
+        .unwrap();
+
+    let mut topics = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while !topics
+            .iter()
+            .any(|t: &String| t.ends_with("deployment_created"))
+        {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
+                let ev: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                assert!(ev["message"].as_str().is_some() && ev["at"].as_u64().is_some());
+                topics.push(p.topic);
+            }
+        }
+    })
+    .await;
+    assert!(
+        topics
+            .iter()
+            .any(|t| t == "outpost/v1/events/deployment_created"),
+        "{topics:?}"
+    );
+
+    // The webhook failed twice, then took it: three POSTs of the same event.
+    assert!(
+        wait_until(20, || got.lock().unwrap().len() >= 3).await,
+        "{} webhook calls",
+        got.lock().unwrap().len()
+    );
+    let bodies = got.lock().unwrap().clone();
+    assert!(bodies[0].contains("deployment_created") && bodies[0] == bodies[2]);
+    let (attempts, delivered): (i64, i64) =
+        b.db.lock()
+            .query_row(
+                "SELECT attempts, delivered FROM outbox WHERE body LIKE '%deployment_created%'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+    assert_eq!((attempts, delivered), (3, 1));
+    b.shutdown().await;
+}
+
+#[test]
+fn captures_export_to_parquet_and_jsonl() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let db = outpost_bridge::db::Db::open(&data).unwrap();
+    let capture = |i: u64, version: u32| {
+        serde_json::to_vec(&serde_json::json!({
+            "ts_ms": 1_795_000_000_000u64 + i * 1000, "model": {"name": "vib", "version": version}, "bundle": "ab", "reason": "anomaly",
+            "features": vec![0.5f32; 16], "input": vec![i as f32; 16], "output": [0.1, 0.2, 0.7], "label": "bearing_fault", "confidence": 0.7
+        }))
+        .unwrap()
+    };
+    let batch = UplinkBatch {
+        stream: "captures".into(),
+        batch_id: 1,
+        records: (1..=30)
+            .map(|i| Record {
+                seq: i,
+                ts_ms: 1_795_000_000_000 + i * 1000,
+                body: capture(i, if i <= 20 { 1 } else { 2 }),
+            })
+            .collect(),
+    };
+    let job = IngestJob {
+        device: "gw-x".into(),
+        stream: "captures".into(),
+        payload: batch.encode(3).unwrap(),
+    };
+    write(
+        &mut db.connect().unwrap(),
+        &[job],
+        &Limits::default(),
+        &IngestStats::default(),
+    )
+    .unwrap();
+
+    let pq = d.path().join("c.parquet");
+    let o = run(bridge_cmd()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "export",
+            "captures",
+            "--model",
+            "vib:1",
+            "--since",
+            "1795000005",
+            "--format",
+            "parquet",
+            "-o",
+        ])
+        .arg(&pq));
+    assert!(o.status.success(), "{}", text(&o));
+    let file = std::fs::File::open(&pq).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 16, "version 1, from the 5th second: seq 5..=20");
+    let schema = batches[0].schema();
+    for col in [
+        "device",
+        "seq",
+        "ts_ms",
+        "model",
+        "version",
+        "label",
+        "confidence",
+        "input",
+        "output",
+    ] {
+        assert!(schema.field_with_name(col).is_ok(), "missing column {col}");
+    }
+
+    let jl = d.path().join("c.jsonl");
+    let o = run(bridge_cmd()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "export", "captures", "--model", "vib", "--format", "jsonl", "-o",
+        ])
+        .arg(&jl));
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 30);
+    assert_eq!(lines[4]["input"][0], 5.0);
+    assert_eq!(lines[29]["version"], 2);
+    let o = run(bridge_cmd()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "export", "captures", "--model", "vib", "--format", "csv", "-o",
+        ])
+        .arg(&jl));
+    assert!(!o.status.success() && text(&o).contains("not parquet or jsonl"));
+    let o = run(bridge_cmd()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "export",
+            "captures",
+            "--model",
+            "vib",
+            "--since",
+            "last tuesday",
+            "-o",
+        ])
+        .arg(&jl));
+    assert!(
+        !o.status.success() && text(&o).contains("cannot read time"),
+        "{}",
+        text(&o)
+    );
+}
