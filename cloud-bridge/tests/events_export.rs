@@ -29,10 +29,7 @@ async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<String>>>) {
             let mut buf = vec![0u8; 65536];
             let mut n = 0;
             // Read until the body (Content-Length) is complete.
-            loop {
-                let Ok(k) = s.read(&mut buf[n..]).await else {
-                    break;
-                };
+            while let Ok(k) = s.read(&mut buf[n..]).await {
                 if k == 0 {
                     break;
                 }
