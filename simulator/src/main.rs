@@ -1,5 +1,131 @@
 //! `outpost-sim`: thin binary over the simulator library.
-fn main() {
-    eprintln!("outpost-sim: the fleet demo is not built yet");
-    std::process::exit(2);
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "outpost-sim", version, about = "Outpost fleet simulator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The whole loop on one machine: bridge + 20 gateways, rollouts, an outage, a bad release.
+    Demo {
+        /// Gateways.
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        /// Seed (every run is reproducible from it).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Keep the bridge running after the summary.
+        #[arg(long)]
+        keep_running: bool,
+        /// Print the report as JSON at the end.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scenario file (TOML); exit 1 if an expectation fails.
+    Run {
+        /// Scenario file.
+        file: std::path::PathBuf,
+        /// Override its seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    // rumqttd logs every client disconnect at ERROR; keep it quiet unless asked for.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "error,rumqttd=off".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match Cli::parse().cmd {
+        Cmd::Demo {
+            devices,
+            seed,
+            keep_running,
+            json,
+        } => {
+            let o = outpost_sim::demo::DemoOptions {
+                devices,
+                seed,
+                keep_running,
+                offline: 5.min(devices.saturating_sub(1)),
+                offline_for: Duration::from_secs(12),
+                verbose: true,
+            };
+            match rt.block_on(outpost_sim::demo::run(o)) {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    }
+                    if r.ok() {
+                        println!(
+                            "demo ok: lost 0 records; v1 {}; v2 {}; v3 on {}/{} gateways",
+                            r.v1_state, r.v2_state, r.on_v3, devices
+                        );
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "demo FAILED: lost {}; v1 {}; v2 {}; v3 on {}/{}",
+                            r.lost, r.v1_state, r.v2_state, r.on_v3, devices
+                        );
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Run { file, seed } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let mut s = match outpost_sim::scenario::Scenario::parse(&text) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(seed) = seed {
+                s.seed = seed;
+            }
+            match rt.block_on(outpost_sim::scenario::run(&s, true)) {
+                Ok(o) if o.failed.is_empty() => ExitCode::SUCCESS,
+                Ok(o) => {
+                    eprintln!("expectations failed:\n  {}", o.failed.join("\n  "));
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

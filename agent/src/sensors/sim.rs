@@ -36,6 +36,7 @@ struct SimShared {
     controls: Controls,
     fail_next: u32,
     samples: u64,
+    paused: bool,
 }
 
 impl SimHandle {
@@ -54,6 +55,11 @@ impl SimHandle {
     /// Makes the next `n` bus transactions fail with a NACK.
     pub fn fail_next(&self, n: u32) {
         self.lock().fail_next = n;
+    }
+    /// Stops (or resumes) producing samples: the FIFO reads empty, as with a stopped
+    /// machine, so the pipeline produces nothing until resumed.
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
     }
     /// Samples produced so far.
     pub fn samples(&self) -> u64 {
@@ -101,6 +107,7 @@ impl SimAdxl345 {
                 },
                 fail_next: 0,
                 samples: 0,
+                paused: false,
             }))),
         }
     }
@@ -145,11 +152,12 @@ impl Registers {
         if self.pointer == reg::DATAX0 {
             self.latch_sample(shared);
         }
+        let paused = shared.lock().paused;
         for b in buf.iter_mut() {
             let p = self.pointer as usize;
             *b = match self.pointer {
                 reg::FIFO_STATUS => {
-                    if self.measuring() {
+                    if self.measuring() && !paused {
                         32
                     } else {
                         0

@@ -514,6 +514,21 @@ impl Store {
         &self.streams
     }
 
+    /// The sequence the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The lowest sequence still held (None: empty).
+    pub fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(seq) FROM records", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .map(|v| v as u64))
+    }
+
     /// Logical bytes held.
     pub fn used_bytes(&self) -> u64 {
         self.used

@@ -1,0 +1,190 @@
+//! Deployments through the CLI and the engine: a wave that never reports fails by timeout;
+//! pause / resume / abort from the CLI reach the running bridge.
+
+mod common;
+
+use common::harness::*;
+use common::{run, text};
+use outpost_bridge::fleet::machine::DeviceStatus;
+
+fn cli(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run(common::bridge()
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--actor")
+        .arg("ops")
+        .args(args))
+}
+
+fn state(data: &std::path::Path, id: &str) -> String {
+    let o = cli(data, &["deploy", "show", id, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_whose_devices_never_report_fails_by_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = bridge(&data, embedded(false)).await;
+    register(&b, "vibration-anomaly", "vib");
+    for d in ["gw-silent-1", "gw-silent-2"] {
+        outpost_bridge::devices::ensure(&b.db.lock(), &b.audit, d, &Default::default()).unwrap();
+    }
+    let o = cli(
+        &data,
+        &[
+            "deploy",
+            "create",
+            "--model",
+            "vib",
+            "--device",
+            "gw-silent-1",
+            "--device",
+            "gw-silent-2",
+            "--waves",
+            "0,1",
+            "--timeout-secs",
+            "2",
+            "--on-trip",
+            "pause",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        wait_until(20, || b.fleet.show(&id).unwrap().state == "paused").await,
+        "{:?}",
+        b.fleet.show(&id).unwrap()
+    );
+    let d = b.fleet.show(&id).unwrap();
+    let canary = d.devices.iter().find(|x| x.1 == 0).unwrap();
+    assert!(
+        matches!(&canary.2, DeviceStatus::Failed { reason } if reason.contains("did not report success within 2 s")),
+        "{:?}",
+        canary.2
+    );
+    assert!(
+        d.devices
+            .iter()
+            .filter(|x| x.1 == 1)
+            .all(|x| x.2 == DeviceStatus::Pending),
+        "the next wave never started"
+    );
+    let audit = b.audit.list(&b.db.lock(), None).unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "deployment.paused"
+            && e.actor == "system"
+            && e.reason.contains("failed")),
+        "{audit:#?}"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_abort_from_the_cli_reach_the_running_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = bridge(&data, embedded(false)).await;
+    register(&b, "vibration-anomaly", "vib");
+    let trust = trust_dir(&b, dir.path());
+    let a = agent(&agent_toml(&b, "gw-cli", &dir.path().join("a"), &trust, "")).await;
+    assert!(
+        wait_until(20, || outpost_bridge::devices::show(&b.db.lock(), "gw-cli")
+            .is_ok())
+        .await
+    );
+    // Created from the CLI: the running bridge publishes its directive.
+    let o = cli(
+        &data,
+        &[
+            "deploy",
+            "create",
+            "--model",
+            "vib",
+            "--tag",
+            "target=x86",
+            "--json",
+        ],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("no device matches"),
+        "{}",
+        text(&o)
+    );
+    let o = cli(
+        &data,
+        &[
+            "deploy",
+            "create",
+            "--model",
+            "vib",
+            "--device",
+            "gw-cli",
+            "--timeout-secs",
+            "120",
+            "--reason",
+            "cli test",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        wait_until(30, || a.models.current().is_some()).await,
+        "the bridge published the CLI's directive"
+    );
+    assert!(
+        cli(&data, &["deploy", "pause", &id, "--reason", "hold on"])
+            .status
+            .success()
+    );
+    assert_eq!(state(&data, &id), "paused");
+    let o = cli(&data, &["deploy", "pause", &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("cannot"),
+        "{}",
+        text(&o)
+    );
+    assert!(cli(&data, &["deploy", "resume", &id]).status.success());
+    assert_eq!(state(&data, &id), "running");
+    assert!(
+        cli(&data, &["deploy", "abort", &id, "--reason", "enough"])
+            .status
+            .success()
+    );
+    assert_eq!(state(&data, &id), "aborted");
+    let o = cli(&data, &["deploy", "list", "--state", "aborted", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0]["id"],
+        id.as_str()
+    );
+    let o = cli(&data, &["audit", "--json", "--limit", "100"]);
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for action in [
+        "deployment.create",
+        "deployment.paused",
+        "deployment.running",
+        "deployment.aborted",
+    ] {
+        assert!(
+            log.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action && e["actor"] == "cli:ops"),
+            "{action} missing"
+        );
+    }
+    a.shutdown(std::time::Duration::from_secs(3)).await;
+    b.shutdown().await;
+}

@@ -1,0 +1,573 @@
+//! `outpost-sim demo`: the whole loop on one machine, in a few minutes.
+//!
+//! A bridge (embedded broker with per-device credentials, SQLite in a temporary
+//! directory) and 20 simulated gateways. v1 of the vibration model is registered and
+//! rolled out in waves; the gateways classify their (simulated) machines; five lose their
+//! link for a while and catch up; a bad v2 (its outputs permuted) trips the canary's
+//! output-shift gate and is rolled back automatically; a good v3 reaches everyone. Then
+//! everything produced is drained and accounted for, per phase.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use outpost_agent::sensors::vibration::MachineMode;
+use outpost_bridge::fleet::{
+    self, CreateDeployment, DeploymentRecord, GateSpec, Selector, StrategySpec,
+};
+use outpost_bridge::registry::{self, ModelRecord, RegisterRequest};
+use outpost_bridge::server::{self, Bridge, BrokerChoice, ServeConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::fleet::{DeviceOptions, DeviceSpec, SimFleet, device_seed};
+use crate::report::{self, Mark, Phase, Row};
+
+/// Fixtures compiled in, so the demo needs nothing on disk.
+const FIXTURES: &[(&str, &[u8])] = &[
+    (
+        "vibration-anomaly/model.onnx",
+        include_bytes!("../../models/vibration-anomaly/model.onnx"),
+    ),
+    (
+        "vibration-anomaly/spec.toml",
+        include_bytes!("../../models/vibration-anomaly/spec.toml"),
+    ),
+    (
+        "vibration-anomaly/training-sample.csv",
+        include_bytes!("../../models/vibration-anomaly/training-sample.csv"),
+    ),
+    (
+        "vibration-anomaly-swapped/model.onnx",
+        include_bytes!("../../models/vibration-anomaly-swapped/model.onnx"),
+    ),
+    (
+        "vibration-anomaly-swapped/spec.toml",
+        include_bytes!("../../models/vibration-anomaly-swapped/spec.toml"),
+    ),
+];
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Gateways.
+    pub devices: usize,
+    /// Seed for everything random.
+    pub seed: u64,
+    /// Gateways that go offline.
+    pub offline: usize,
+    /// How long they stay offline.
+    pub offline_for: Duration,
+    /// Keep the bridge up after the summary.
+    pub keep_running: bool,
+    /// Print progress.
+    pub verbose: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            devices: 20,
+            seed: 7,
+            offline: 5,
+            offline_for: Duration::from_secs(12),
+            keep_running: false,
+            verbose: true,
+        }
+    }
+}
+
+/// What the demo found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoReport {
+    /// Per-phase rows.
+    pub rows: Vec<Row>,
+    /// Records lost in all (must be 0).
+    pub lost: u64,
+    /// v1 deployment final state.
+    pub v1_state: String,
+    /// v2 deployment final state and reason.
+    pub v2_state: String,
+    /// Devices on v3 at the end.
+    pub on_v3: usize,
+    /// Devices that ever ran v2.
+    pub v2_devices: Vec<String>,
+    /// Which devices went offline.
+    pub offline: Vec<String>,
+    /// The outcome sequence (for reproducibility checks).
+    pub outcomes: Vec<String>,
+    /// Bridge API address.
+    pub api: Option<SocketAddr>,
+}
+
+impl DemoReport {
+    /// Whether the demo showed everything it should.
+    pub fn ok(&self) -> bool {
+        self.lost == 0
+            && self.v1_state == "succeeded"
+            && self.v2_state.starts_with("rolled_back")
+            && self.on_v3 == self.rows.first().map(|r| r.devices).unwrap_or(0)
+    }
+}
+
+/// Errors.
+#[derive(Debug, thiserror::Error)]
+#[error("demo: {0}")]
+pub struct DemoError(pub String);
+
+fn err(e: impl std::fmt::Display) -> DemoError {
+    DemoError(e.to_string())
+}
+
+struct Ctx {
+    started: Instant,
+    verbose: bool,
+}
+
+impl Ctx {
+    fn say(&self, m: impl AsRef<str>) {
+        if self.verbose {
+            println!(
+                "[{:>6.1}s] {}",
+                self.started.elapsed().as_secs_f64(),
+                m.as_ref()
+            );
+        }
+    }
+}
+
+/// Writes the built-in fixtures under `dir/models`.
+pub fn write_fixtures(dir: &Path) -> std::io::Result<PathBuf> {
+    let root = dir.join("models");
+    for (name, bytes) in FIXTURES {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap_or(&root))?;
+        std::fs::write(p, bytes)?;
+    }
+    Ok(root)
+}
+
+fn register(
+    b: &Bridge,
+    models: &Path,
+    fixture: &str,
+    reason: &str,
+    baseline: bool,
+) -> Result<ModelRecord, DemoError> {
+    let dir = models.join(fixture);
+    let req = RegisterRequest {
+        name: "vibration-anomaly".into(),
+        files: vec![dir.join("model.onnx")],
+        spec: Some(dir.join("spec.toml")),
+        tags: vec!["use=demo".into()],
+        reason: reason.into(),
+        created_by: "demo".into(),
+        baseline_csv: baseline.then(|| models.join("vibration-anomaly/training-sample.csv")),
+        ..Default::default()
+    };
+    let (rec, _) = registry::register(&mut b.db.lock(), &b.audit, b.bundles.as_ref(), &b.key, req)
+        .map_err(err)?;
+    Ok(rec)
+}
+
+fn strategy() -> fleet::machine::Strategy {
+    StrategySpec {
+        waves: vec![0.0, 0.25, 1.0],
+        success_threshold: 0.9,
+        error_threshold: 0.1,
+        timeout_secs: 60,
+        on_trip: fleet::machine::OnTrip::Rollback,
+        gates: GateSpec {
+            max_error_rate: Some(0.05),
+            max_p99_us: None,
+            max_output_shift: Some(0.25),
+            min_samples: 10,
+            observe_secs: 3,
+        },
+    }
+    .build()
+    .expect("static strategy is valid")
+}
+
+/// Waits for a deployment to end, printing its progress.
+async fn follow(ctx: &Ctx, b: &Bridge, id: &str, label: &str) -> DeploymentRecord {
+    let mut last = String::new();
+    loop {
+        let d = b.fleet.show(id).expect("deployment exists");
+        let done = d
+            .devices
+            .iter()
+            .filter(|x| x.2 == fleet::machine::DeviceStatus::Succeeded)
+            .count();
+        let line = format!(
+            "{label}: {} wave {}/{} — {done}/{} devices on the new model",
+            d.state,
+            d.wave + 1,
+            d.strategy.waves.len(),
+            d.devices.len()
+        );
+        if line != last {
+            ctx.say(&line);
+            last = line;
+        }
+        if matches!(
+            d.state.as_str(),
+            "succeeded" | "rolled_back" | "aborted" | "paused"
+        ) {
+            if let fleet::machine::State::RolledBack { reason }
+            | fleet::machine::State::Paused { reason } = &d.detail
+            {
+                ctx.say(format!("{label}: {reason}"));
+            }
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn on_model(fleet: &SimFleet, digest: &str) -> usize {
+    fleet
+        .devices
+        .iter()
+        .filter(|d| {
+            d.agent
+                .models
+                .current()
+                .is_some_and(|m| m.info.bundle.to_hex() == digest)
+        })
+        .count()
+}
+
+async fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f()
+}
+
+fn deploy(b: &Bridge, fleet: &SimFleet, version: u32, reason: &str) -> Result<String, DemoError> {
+    Ok(b.fleet
+        .create(CreateDeployment {
+            model: "vibration-anomaly".into(),
+            version: Some(version),
+            selector: Selector {
+                ids: fleet.devices.iter().map(|d| d.id.clone()).collect(),
+                tags: vec![],
+            },
+            strategy: strategy(),
+            actor: "demo".into(),
+            reason: reason.into(),
+        })
+        .map_err(err)?
+        .id)
+}
+
+/// Runs the demo.
+pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
+    let ctx = Ctx {
+        started: Instant::now(),
+        verbose: o.verbose,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("outpost-demo-")
+        .tempdir()
+        .map_err(err)?;
+    let models = write_fixtures(tmp.path()).map_err(err)?;
+    let mut cfg = ServeConfig::new(tmp.path().join("bridge"));
+    cfg.broker = BrokerChoice::Embedded {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        auth: true,
+    };
+    cfg.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.fleet_tick = Duration::from_millis(200);
+    let bridge = server::start(cfg).await.map_err(err)?;
+    let token = outpost_bridge::auth::add_token(
+        &bridge.db.lock(),
+        "demo-admin",
+        outpost_bridge::auth::Role::Admin,
+    )
+    .map_err(err)?;
+    ctx.say(format!(
+        "bridge up: embedded MQTT broker on {}:{} (device credentials required), API on http://{}",
+        bridge.broker.0,
+        bridge.broker.1,
+        bridge.http_addr.map(|a| a.to_string()).unwrap_or_default()
+    ));
+
+    // The fleet: machine states and everything else drawn from the seed. The canary
+    // (the first device) runs a healthy machine.
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
+    let specs: Vec<DeviceSpec> = (0..o.devices)
+        .map(|i| {
+            let r: f64 = rng.random();
+            let mode = if i == 0 || r < 0.7 {
+                MachineMode::Normal
+            } else if r < 0.85 {
+                MachineMode::Imbalance
+            } else {
+                MachineMode::BearingFault
+            };
+            let mut tags = BTreeMap::new();
+            tags.insert(
+                "site".into(),
+                if i % 2 == 0 { "north" } else { "south" }.into(),
+            );
+            tags.insert("target".into(), "x86_64-unknown-linux-gnu".into());
+            DeviceSpec {
+                id: format!("gw-{:02}", i + 1),
+                seed: device_seed(o.seed, i as u64),
+                mode,
+                tags,
+            }
+        })
+        .collect();
+    let modes: BTreeMap<String, MachineMode> =
+        specs.iter().map(|s| (s.id.clone(), s.mode)).collect();
+    let fleet = SimFleet::start(
+        &bridge,
+        &tmp.path().join("fleet"),
+        &specs,
+        &DeviceOptions::default(),
+        true,
+    )
+    .await
+    .map_err(err)?;
+    ctx.say(format!(
+        "{} gateways started ({} normal, {} imbalance, {} bearing fault), each behind its own fault proxy",
+        fleet.devices.len(),
+        modes.values().filter(|m| **m == MachineMode::Normal).count(),
+        modes.values().filter(|m| **m == MachineMode::Imbalance).count(),
+        modes.values().filter(|m| **m == MachineMode::BearingFault).count()
+    ));
+    let mut outcomes = Vec::new();
+    let mut phases: Vec<Phase> = Vec::new();
+    let begin = |name: &str| (name.to_owned(), Instant::now(), report::mark(&fleet));
+    let end = |phases: &mut Vec<Phase>,
+               (name, t, start): (String, Instant, Mark),
+               fleet: &SimFleet,
+               converged: usize,
+               expect: &str| {
+        phases.push(Phase {
+            name,
+            took: t.elapsed(),
+            converged,
+            expect: expect.into(),
+            start,
+            end: report::mark(fleet),
+        });
+    };
+
+    // Phase 1: v1 in waves.
+    let p = begin("1 v1 rollout in waves");
+    let v1 = register(&bridge, &models, "vibration-anomaly", "initial model", true)?;
+    ctx.say(format!(
+        "registered vibration-anomaly v{} (bundle {}, {} bytes), validated with tract",
+        v1.version,
+        &v1.digest[..12],
+        v1.bundle_size
+    ));
+    let d1 = deploy(&bridge, &fleet, v1.version, "first rollout")?;
+    let r1 = follow(&ctx, &bridge, &d1, "v1").await;
+    outcomes.push(format!("v1 {}", r1.state));
+    wait_for(30, || on_model(&fleet, &v1.digest) == fleet.devices.len()).await;
+    end(&mut phases, p, &fleet, on_model(&fleet, &v1.digest), "v1");
+
+    // Phase 2: classify for a while; check each gateway recognises its machine.
+    let p = begin("2 classify vibration");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let correct = fleet
+        .devices
+        .iter()
+        .filter(|d| {
+            let label: Option<String> = bridge
+                .db
+                .lock()
+                .query_row(
+                    "SELECT label FROM captures WHERE device = ?1 GROUP BY label ORDER BY COUNT(*) DESC LIMIT 1",
+                    [&d.id],
+                    |r| r.get(0),
+                )
+                .ok();
+            label.as_deref() == Some(modes[&d.id].label()) || (label.is_none() && modes[&d.id] == MachineMode::Normal)
+        })
+        .count();
+    ctx.say(format!(
+        "{correct}/{} gateways classify their machine correctly (majority of captured predictions)",
+        fleet.devices.len()
+    ));
+    outcomes.push(format!("classified {correct}"));
+    end(&mut phases, p, &fleet, on_model(&fleet, &v1.digest), "v1");
+
+    // Phase 3: five gateways lose their link, keep working offline, and catch up.
+    let p = begin("3 5 gateways offline");
+    let mut ids: Vec<String> = fleet.devices.iter().skip(1).map(|d| d.id.clone()).collect();
+    let mut offline = Vec::new();
+    for _ in 0..o.offline.min(ids.len()) {
+        offline.push(ids.remove(rng.random_range(0..ids.len())));
+    }
+    offline.sort();
+    for id in &offline {
+        fleet.get(id).expect("device").proxy.cut(true);
+    }
+    ctx.say(format!("links cut: {}", offline.join(", ")));
+    tokio::time::sleep(o.offline_for).await;
+    let backlog: u64 = offline
+        .iter()
+        .filter_map(|id| {
+            fleet.get(id)?.agent.store.as_ref().map(|s| {
+                outpost_agent::sync::lock(s)
+                    .stats()
+                    .values()
+                    .map(|v| v.records)
+                    .sum::<u64>()
+            })
+        })
+        .sum();
+    ctx.say(format!(
+        "after {}s offline they hold {backlog} unsent records; links restored",
+        o.offline_for.as_secs()
+    ));
+    for id in &offline {
+        fleet.get(id).expect("device").proxy.cut(false);
+    }
+    let drained = wait_for(60, || {
+        offline.iter().all(|id| {
+            fleet
+                .get(id)
+                .and_then(|d| d.agent.store.as_ref())
+                .is_some_and(|s| {
+                    outpost_agent::sync::lock(s)
+                        .stats()
+                        .values()
+                        .map(|v| v.records)
+                        .sum::<u64>()
+                        < 20
+                })
+        })
+    })
+    .await;
+    ctx.say(if drained {
+        "backlogs synced".to_string()
+    } else {
+        "backlogs still draining".to_string()
+    });
+    outcomes.push(format!("offline {}", offline.join(",")));
+    end(&mut phases, p, &fleet, on_model(&fleet, &v1.digest), "v1");
+
+    // Phase 4: a bad v2 trips the canary gate and is rolled back.
+    let p = begin("4 bad v2 (rolled back)");
+    let v2 = register(
+        &bridge,
+        &models,
+        "vibration-anomaly-swapped",
+        "new training run (outputs silently permuted)",
+        false,
+    )?;
+    ctx.say(format!(
+        "registered v{}: it passes its own self-test, but its labels are permuted",
+        v2.version
+    ));
+    let d2 = deploy(&bridge, &fleet, v2.version, "second rollout")?;
+    let r2 = follow(&ctx, &bridge, &d2, "v2").await;
+    let v2_state = match &r2.detail {
+        fleet::machine::State::RolledBack { reason }
+        | fleet::machine::State::RollingBack { reason } => format!("{} ({reason})", r2.state),
+        _ => r2.state.clone(),
+    };
+    outcomes.push(format!("v2 {}", r2.state));
+    let v2_devices: Vec<String> = {
+        let c = bridge.db.lock();
+        let mut q = c
+            .prepare("SELECT DISTINCT device FROM directives WHERE digest = ?1 ORDER BY device")
+            .map_err(err)?;
+        q.query_map([&v2.digest], |r| r.get(0))
+            .map_err(err)?
+            .filter_map(Result::ok)
+            .collect()
+    };
+    wait_for(30, || on_model(&fleet, &v1.digest) == fleet.devices.len()).await;
+    ctx.say(format!(
+        "only {} ever received v2; all {} gateways are on v1 again",
+        v2_devices.join(", "),
+        on_model(&fleet, &v1.digest)
+    ));
+    end(&mut phases, p, &fleet, on_model(&fleet, &v1.digest), "v1");
+
+    // Phase 5: a good v3 for everyone.
+    let p = begin("5 good v3 rollout");
+    let v3 = register(
+        &bridge,
+        &models,
+        "vibration-anomaly",
+        "retrained on captured data",
+        true,
+    )?;
+    let d3 = deploy(&bridge, &fleet, v3.version, "third rollout")?;
+    let r3 = follow(&ctx, &bridge, &d3, "v3").await;
+    outcomes.push(format!("v3 {}", r3.state));
+    wait_for(30, || on_model(&fleet, &v3.digest) == fleet.devices.len()).await;
+    let on_v3 = on_model(&fleet, &v3.digest);
+    end(&mut phases, p, &fleet, on_v3, "v3");
+
+    // Drain: stop the machines, wait until every phase's records are acked, account.
+    ctx.say("stopping sensors and draining every gateway's store");
+    for d in &fleet.devices {
+        if let Some(s) = &d.sim {
+            s.set_paused(true);
+        }
+    }
+    let last = phases
+        .last()
+        .map(|p| p.end.next_seq.clone())
+        .unwrap_or_default();
+    let all_acked = wait_for(60, || {
+        fleet.devices.iter().all(|d| {
+            let bound = last.get(&d.id).copied().unwrap_or(0);
+            d.agent.store.as_ref().is_none_or(|s| {
+                outpost_agent::sync::lock(s)
+                    .oldest_seq()
+                    .ok()
+                    .flatten()
+                    .is_none_or(|o| o >= bound)
+            })
+        })
+    })
+    .await;
+    if !all_acked {
+        ctx.say("warning: some records were still unacknowledged when the drain period ended");
+    }
+    let rows = report::rows(&phases, &bridge, &fleet);
+    let lost = rows.iter().map(|r| r.lost).sum();
+    println!("\n{}\n", report::table(&rows));
+    let api = bridge.http_addr;
+    let rep = DemoReport {
+        rows,
+        lost,
+        v1_state: r1.state,
+        v2_state,
+        on_v3,
+        v2_devices,
+        offline,
+        outcomes,
+        api,
+    };
+    if let Some(a) = api {
+        println!("Bridge API: http://{a}/openapi.json — admin token: {token}");
+        println!("  curl -H 'Authorization: Bearer {token}' http://{a}/v1/deployments");
+        if !o.keep_running {
+            println!("  (the demo's bridge stops now; run with --keep-running to explore it)");
+        }
+    }
+    if o.keep_running {
+        println!("Keeping the bridge and the fleet running; press Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    fleet.shutdown(Duration::from_secs(5)).await;
+    bridge.shutdown().await;
+    Ok(rep)
+}
