@@ -329,11 +329,11 @@ pub async fn run(s: &Scenario, verbose: bool) -> Result<Outcome, ScenarioError> 
                 format!("{n}: deployment of v{} {}", rec.version, rec.state),
                 &mut out,
             );
-            if let Some(e) = &st.expect {
-                if &rec.state != e {
-                    out.failed
-                        .push(format!("step {n}: expected {e}, got {}", rec.state));
-                }
+            if let Some(e) = &st.expect
+                && &rec.state != e
+            {
+                out.failed
+                    .push(format!("step {n}: expected {e}, got {}", rec.state));
             }
         } else if let Some(k) = st.cut {
             let chosen = pick(&mut rng, &ids[1..], Some(k));
