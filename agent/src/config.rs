@@ -51,6 +51,13 @@
 //! # low_confidence = 0.6     # default: the spec's min_confidence
 //! max_per_hour = 600
 //!
+//! [drift]                    # thresholds default to the bundle's spec, then built-ins
+//! enabled = true
+//! window = 256               # samples per class window
+//! check_every = 32
+//! mode = "exact"             # or "sketch" (bounded memory, KS within ~1/256)
+//! # psi = 0.5; ks = 0.35; output_shift = 0.3
+//!
 //! [sensor]
 //! kind = "simulated"         # none | adxl345 | simulated
 //! i2c_bus = "/dev/i2c-1"
@@ -195,6 +202,35 @@ pub struct SensorConfig {
     pub interval: Duration,
 }
 
+/// Drift settings from the config; unset thresholds fall back to the bundle's spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftSettings {
+    /// Window, check cadence and mode (thresholds here are the built-in defaults).
+    pub base: crate::drift::DriftConfig,
+    /// PSI override.
+    pub psi: Option<f64>,
+    /// KS override.
+    pub ks: Option<f64>,
+    /// Output-shift override.
+    pub output_shift: Option<f64>,
+}
+
+impl DriftSettings {
+    /// The effective settings for a model whose spec carries `spec` thresholds.
+    pub fn resolve(
+        &self,
+        spec: Option<&outpost_protocol::spec::DriftSpec>,
+    ) -> crate::drift::DriftConfig {
+        let s = spec.cloned().unwrap_or_default();
+        crate::drift::DriftConfig {
+            psi: self.psi.or(s.psi).unwrap_or(self.base.psi),
+            ks: self.ks.or(s.ks).unwrap_or(self.base.ks),
+            output_shift: self.output_shift.or(s.output_shift),
+            ..self.base.clone()
+        }
+    }
+}
+
 /// The validated agent configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -226,6 +262,8 @@ pub struct AgentConfig {
     pub capture: CapturePolicy,
     /// Per-model capture policies.
     pub capture_models: std::collections::HashMap<String, CapturePolicy>,
+    /// Drift monitoring (None: off).
+    pub drift: Option<DriftSettings>,
     /// Log filter (`info`, `outpost_agent=debug`, …).
     pub log: String,
 }
@@ -255,6 +293,20 @@ struct RawConfig {
     telemetry: RawTelemetry,
     #[serde(default)]
     capture: RawCapture,
+    #[serde(default)]
+    drift: RawDrift,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDrift {
+    enabled: Option<bool>,
+    window: Option<usize>,
+    check_every: Option<usize>,
+    mode: Option<String>,
+    psi: Option<f64>,
+    ks: Option<f64>,
+    output_shift: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -611,6 +663,51 @@ impl AgentConfig {
         if telemetry_interval.is_zero() {
             return Err(invalid("telemetry.interval_secs", "must be at least 1"));
         }
+        let dr = raw.drift;
+        let drift = if dr.enabled.unwrap_or(true) {
+            let d = crate::drift::DriftConfig::default();
+            let base = crate::drift::DriftConfig {
+                window: dr.window.unwrap_or(d.window),
+                check_every: dr.check_every.unwrap_or(d.check_every),
+                mode: match dr.mode.as_deref().unwrap_or("exact") {
+                    "exact" => crate::drift::DriftMode::Exact,
+                    "sketch" => crate::drift::DriftMode::Sketch,
+                    o => {
+                        return Err(invalid(
+                            "drift.mode",
+                            format!("{o:?} is not exact or sketch"),
+                        ));
+                    }
+                },
+                ..d
+            };
+            if !(16..=65_536).contains(&base.window)
+                || base.check_every == 0
+                || base.check_every > base.window
+            {
+                return Err(invalid(
+                    "drift.window",
+                    "window must be 16..=65536 and 1 <= check_every <= window",
+                ));
+            }
+            for (v, f) in [
+                (dr.psi, "drift.psi"),
+                (dr.ks, "drift.ks"),
+                (dr.output_shift, "drift.output_shift"),
+            ] {
+                if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
+                    return Err(invalid(f, "must be a positive number"));
+                }
+            }
+            Some(DriftSettings {
+                base,
+                psi: dr.psi,
+                ks: dr.ks,
+                output_shift: dr.output_shift,
+            })
+        } else {
+            None
+        };
         let capture = policy(&raw.capture.default, &CapturePolicy::default(), "capture")?;
         let mut capture_models = std::collections::HashMap::new();
         for (name, p) in &raw.capture.models {
@@ -659,6 +756,7 @@ impl AgentConfig {
             telemetry_interval,
             capture,
             capture_models,
+            drift,
             log: raw.log.unwrap_or_else(|| "info".into()),
         })
     }

@@ -18,6 +18,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod drift;
 pub mod inference;
 pub mod link;
 pub mod pipeline;

@@ -41,6 +41,8 @@ pub struct RecorderStats {
     pub refused: AtomicU64,
     /// Predictions per label, per model (`name@version`), since the last take.
     pub labels: std::sync::Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// The latest drift evaluation of the active model.
+    pub drift: std::sync::Mutex<Option<crate::drift::DriftSummary>>,
 }
 
 impl RecorderStats {
@@ -67,12 +69,91 @@ fn capture_body(r: &PipelineResult, reason: crate::capture::CaptureReason) -> Op
     serde_json::to_vec(&v).ok()
 }
 
+/// Drift monitoring of the active model (rebuilt whenever the active bundle changes).
+pub struct DriftState {
+    settings: crate::config::DriftSettings,
+    models: crate::inference::ModelHandle,
+    current: Option<(outpost_protocol::Digest, Option<crate::drift::DriftMonitor>)>,
+}
+
+impl DriftState {
+    /// Drift monitoring with `settings`, following `models`.
+    pub fn new(
+        settings: crate::config::DriftSettings,
+        models: crate::inference::ModelHandle,
+    ) -> Self {
+        Self {
+            settings,
+            models,
+            current: None,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        r: &PipelineResult,
+        stats: &RecorderStats,
+        pending: &mut Vec<(&'static str, u64, Vec<u8>)>,
+    ) {
+        let (Some(p), Some(m)) = (&r.prediction, &r.model) else {
+            return;
+        };
+        if self.current.as_ref().map(|c| c.0) != Some(m.bundle) {
+            // A new model: a new baseline (if its bundle carries one).
+            let monitor = self
+                .models
+                .current()
+                .filter(|a| a.info.bundle == m.bundle)
+                .and_then(|a| {
+                    let b = outpost_protocol::baseline::BaselineProfile::from_json(
+                        a.baseline.as_deref()?,
+                    )
+                    .ok()?;
+                    Some(crate::drift::DriftMonitor::new(
+                        &b,
+                        self.settings.resolve(a.model.spec().drift.as_ref()),
+                    ))
+                });
+            self.current = Some((m.bundle, monitor));
+            *stats.drift.lock().unwrap_or_else(|x| x.into_inner()) = None;
+        }
+        let Some((_, Some(mon))) = &mut self.current else {
+            return;
+        };
+        let t = mon.observe(&r.features, &p.label, r.ts_ms);
+        *stats.drift.lock().unwrap_or_else(|x| x.into_inner()) = mon.summary().cloned();
+        let (kind, s) = match t {
+            Some(crate::drift::Transition::Detected(s)) => ("drift_detected", s),
+            Some(crate::drift::Transition::Cleared(s)) => ("drift_cleared", s),
+            None => return,
+        };
+        let message = if s.drifting {
+            format!(
+                "input drift on {} v{}: {}",
+                m.model.name,
+                m.model.version,
+                s.reasons.join("; ")
+            )
+        } else {
+            format!("drift cleared on {} v{}", m.model.name, m.model.version)
+        };
+        tracing::warn!(%message, "drift");
+        let e = AgentEvent {
+            kind: kind.into(),
+            message,
+            details: json!({"model": m.model, "bundle": m.bundle, "summary": s}),
+        };
+        pending.push(("events", r.ts_ms, event_body(&e)));
+    }
+}
+
 /// Runs until shutdown (then drains what is queued).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut results: mpsc::Receiver<Arc<PipelineResult>>,
     mut events: mpsc::Receiver<AgentEvent>,
     mut capturer: Capturer,
+    mut drift: Option<DriftState>,
     store: SharedStore,
     wake: Arc<Notify>,
     stats: Arc<RecorderStats>,
@@ -80,10 +161,18 @@ pub async fn run(
 ) {
     let mut pending: Vec<(&'static str, u64, Vec<u8>)> = Vec::new();
     let mut stopping = false;
+    let mut on = |r: &PipelineResult,
+                  capturer: &mut Capturer,
+                  pending: &mut Vec<(&'static str, u64, Vec<u8>)>| {
+        on_result(r, capturer, &stats, pending);
+        if let Some(d) = &mut drift {
+            d.observe(r, &stats, pending);
+        }
+    };
     loop {
         tokio::select! {
             r = results.recv() => match r {
-                Some(r) => on_result(&r, &mut capturer, &stats, &mut pending),
+                Some(r) => on(&r, &mut capturer, &mut pending),
                 None => stopping = true,
             },
             e = events.recv() => match e {
@@ -94,7 +183,7 @@ pub async fn run(
         }
         // Batch whatever else is already queued into the same transaction.
         while let Ok(r) = results.try_recv() {
-            on_result(&r, &mut capturer, &stats, &mut pending);
+            on(&r, &mut capturer, &mut pending);
         }
         while let Ok(e) = events.try_recv() {
             pending.push(("events", crate::clock::unix_ms(), event_body(&e)));

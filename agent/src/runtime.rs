@@ -232,10 +232,15 @@ pub async fn start(
             .bytes()
             .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let capturer = Capturer::new(cfg.capture.clone(), cfg.capture_models.clone(), seed);
+        let drift = cfg
+            .drift
+            .clone()
+            .map(|d| recorder::DriftState::new(d, models.clone()));
         tasks.push(tokio::spawn(recorder::run(
             results_rx,
             events_rx,
             capturer,
+            drift,
             store.clone(),
             sync_wake.clone(),
             recorder_stats.clone(),

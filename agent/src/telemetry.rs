@@ -103,6 +103,7 @@ impl Collector {
                 "p50_us": d.quantile_us(0.5),
                 "p99_us": d.quantile_us(0.99),
                 "labels": labels.unwrap_or_default(),
+                "drift": *s.recorder.drift.lock().unwrap_or_else(|x| x.into_inner()),
             }));
             self.last_model = Some((m.info.bundle, snap));
         }

@@ -44,6 +44,7 @@ fn load(name: &str) -> (Model, SpecToml, Reference) {
     let scoring = ScoringSpec {
         input: spec.input.clone(),
         output: spec.output.clone(),
+        drift: None,
     };
     let model = Model::load(&std::fs::read(dir.join("model.onnx")).unwrap(), &scoring).unwrap();
     (model, spec, reference)
@@ -125,6 +126,7 @@ fn bad_models_and_bad_inputs_are_errors_not_panics() {
     let scoring = ScoringSpec {
         input: spec.input.clone(),
         output: spec.output.clone(),
+        drift: None,
     };
     let onnx = std::fs::read(models_dir().join("vibration-anomaly/model.onnx")).unwrap();
 

@@ -10,6 +10,7 @@ pub mod bundles;
 pub mod cli;
 pub mod db;
 pub mod devices;
+pub mod drift;
 pub mod events;
 pub mod export;
 pub mod fleet;

@@ -74,6 +74,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ExportCmd,
     },
+    /// Fleet drift.
+    Drift {
+        #[command(subcommand)]
+        cmd: DriftCmd,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -419,6 +424,25 @@ enum ExportCmd {
 }
 
 #[derive(Subcommand)]
+enum DriftCmd {
+    /// Drift by model version (latest device reports of the last 2 minutes).
+    Show {
+        /// Model NAME or NAME:VERSION.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this deployment's devices.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Group by this device tag.
+        #[arg(long)]
+        group_by: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCmd {
     /// Create an API token (printed once).
     Add {
@@ -556,6 +580,71 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             sp.finish_and_clear();
             eprintln!("exported {} captures to {}", rows.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Drift {
+            cmd:
+                DriftCmd::Show {
+                    model,
+                    deployment,
+                    group_by,
+                    json,
+                },
+        } => {
+            let (model, version) = match model {
+                Some(m) => {
+                    let (n, v) = model_arg(&m)?;
+                    (Some(n), v)
+                }
+                None => (None, None),
+            };
+            let l = Local::open(&cli.data_dir)?;
+            let f = outpost_bridge::drift::DriftFilter {
+                model,
+                version,
+                deployment,
+                group_by,
+            };
+            let groups = outpost_bridge::drift::fleet(
+                &l.db.lock(),
+                &f,
+                outpost_bridge::db::now_ms(),
+                120_000,
+            )?;
+            output(json, &groups, || {
+                let mut s = table(
+                    &[
+                        "MODEL", "GROUP", "DEVICES", "DRIFTING", "PSI MAX", "KS MAX", "FEATURES",
+                    ],
+                    &groups
+                        .iter()
+                        .map(|g| {
+                            vec![
+                                format!("{} v{}", g.model, g.version),
+                                g.group.clone().unwrap_or_default(),
+                                g.devices.to_string(),
+                                if g.drifting.is_empty() {
+                                    "0".into()
+                                } else {
+                                    format!("{} ({})", g.drifting.len(), g.drifting.join(","))
+                                },
+                                format!("{:.2}", g.psi_max),
+                                format!("{:.2}", g.ks_max),
+                                g.features
+                                    .iter()
+                                    .take(3)
+                                    .map(|(f, n)| format!("{f}:{n}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                for g in groups.iter().filter(|g| g.export.is_some()) {
+                    s += &format!("\nretrain from: {}", g.export.clone().unwrap_or_default());
+                }
+                s
+            });
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Token {

@@ -261,6 +261,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     tasks.push(tokio::spawn(
         fleet.clone().run(cfg.fleet_tick, shutdown_rx.clone()),
     ));
+    tasks.push(tokio::spawn(drift_alerts(
+        db.clone(),
+        events.clone(),
+        shutdown_rx.clone(),
+    )));
 
     let mut http_addr = None;
     if let Some(addr) = cfg.http {
@@ -299,4 +304,20 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         shutdown,
         tasks,
     })
+}
+
+/// Checks fleet drift every two seconds and raises alerts (see [`crate::drift::Alerter`]).
+async fn drift_alerts(db: Db, events: EventBus, mut shutdown: watch::Receiver<bool>) {
+    let mut alerter = crate::drift::Alerter::default();
+    let mut t = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = t.tick() => {}
+        }
+        let c = db.lock();
+        if let Err(e) = alerter.check(&c, &events, crate::db::now_ms()) {
+            tracing::error!(error = %e, "fleet drift check failed");
+        }
+    }
 }

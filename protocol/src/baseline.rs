@@ -58,7 +58,16 @@ pub struct BaselineProfile {
     /// Output label → proportion of the sample the model assigns to it.
     #[serde(default)]
     pub outputs: std::collections::BTreeMap<String, f64>,
+    /// Per predicted label, the features of the rows the model assigns to it (labels with
+    /// fewer than [`MIN_CLASS_ROWS`] rows are left out). Live data is compared class by
+    /// class: a machine that is always healthy should look like the healthy part of the
+    /// training data, not like the whole mixed sample.
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, Vec<FeatureProfile>>,
 }
+
+/// Rows a label needs for its own per-class profile.
+pub const MIN_CLASS_ROWS: usize = 30;
 
 /// Why a profile cannot be computed or parsed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -218,11 +227,29 @@ impl BaselineProfile {
         for o in outputs {
             *mix.entry(o.clone()).or_insert(0.0) += 1.0 / outputs.len() as f64;
         }
+        let mut classes = std::collections::BTreeMap::new();
+        for label in mix.keys() {
+            let idx: Vec<usize> = (0..rows.len())
+                .filter(|i| outputs.get(*i) == Some(label))
+                .collect();
+            if idx.len() < MIN_CLASS_ROWS {
+                continue;
+            }
+            let profiles = names
+                .iter()
+                .enumerate()
+                .map(|(c, n)| {
+                    FeatureProfile::compute(n, &idx.iter().map(|i| rows[*i][c]).collect::<Vec<_>>())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            classes.insert(label.clone(), profiles);
+        }
         Ok(Self {
             format: BASELINE_FORMAT,
             rows: rows.len() as u64,
             features,
             outputs: mix,
+            classes,
         })
     }
 

@@ -97,6 +97,22 @@ pub struct OutputSpec {
     pub thresholds: Thresholds,
 }
 
+/// Drift thresholds shipped with the model (the agent's config may override them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    /// Largest per-feature PSI before drift is raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<f64>,
+    /// Largest per-feature KS statistic before drift is raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ks: Option<f64>,
+    /// Largest total-variation distance of the output label mix from the training mix
+    /// (off unless set: a device's label mix legitimately differs from the training mix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_shift: Option<f64>,
+}
+
 /// The complete scoring spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +121,9 @@ pub struct ScoringSpec {
     pub input: InputSpec,
     /// Model output.
     pub output: OutputSpec,
+    /// Drift thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftSpec>,
 }
 
 /// Why a spec is unusable.
@@ -414,6 +433,7 @@ mod tests {
                     min_confidence: Some(0.9),
                 },
             },
+            drift: None,
         }
     }
 

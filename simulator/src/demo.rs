@@ -63,6 +63,8 @@ pub struct DemoOptions {
     pub keep_running: bool,
     /// Print progress.
     pub verbose: bool,
+    /// Keep the bridge's and gateways' data here instead of a temporary directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -74,6 +76,7 @@ impl Default for DemoOptions {
             offline_for: Duration::from_secs(12),
             keep_running: false,
             verbose: true,
+            data_dir: None,
         }
     }
 }
@@ -95,6 +98,18 @@ pub struct DemoReport {
     pub v2_devices: Vec<String>,
     /// Which devices went offline.
     pub offline: Vec<String>,
+    /// Which devices were made to drift.
+    pub drifted: Vec<String>,
+    /// Devices named by the last fleet drift alert.
+    pub drift_alert: Vec<String>,
+    /// The export command the alert carried.
+    pub drift_export: Option<String>,
+    /// Captures that export returned.
+    pub drift_exported: usize,
+    /// Devices that raised device-level drift events.
+    pub device_drift_events: Vec<String>,
+    /// The bridge's data directory.
+    pub bridge_dir: PathBuf,
     /// The outcome sequence (for reproducibility checks).
     pub outcomes: Vec<String>,
     /// Bridge API address.
@@ -277,8 +292,13 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         .prefix("outpost-demo-")
         .tempdir()
         .map_err(err)?;
-    let models = write_fixtures(tmp.path()).map_err(err)?;
-    let mut cfg = ServeConfig::new(tmp.path().join("bridge"));
+    let root = o
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&root).map_err(err)?;
+    let models = write_fixtures(&root).map_err(err)?;
+    let mut cfg = ServeConfig::new(root.join("bridge"));
     cfg.broker = BrokerChoice::Embedded {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         auth: true,
@@ -330,7 +350,7 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         specs.iter().map(|s| (s.id.clone(), s.mode)).collect();
     let fleet = SimFleet::start(
         &bridge,
-        &tmp.path().join("fleet"),
+        &root.join("fleet"),
         &specs,
         &DeviceOptions::default(),
         true,
@@ -514,6 +534,75 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
     let on_v3 = on_model(&fleet, &v3.digest);
     end(&mut phases, p, &fleet, on_v3, "v3");
 
+    // Phase 6: a third of the machines drift; the fleet alert must name exactly them and
+    // carry the export of their drifting window (the retraining hand-off).
+    let p = begin("6 drift on a third");
+    let mut pool: Vec<String> = fleet.devices.iter().map(|d| d.id.clone()).collect();
+    let mut drifted = Vec::new();
+    for _ in 0..(fleet.devices.len() / 3).max(1) {
+        drifted.push(pool.remove(rng.random_range(0..pool.len())));
+    }
+    drifted.sort();
+    for id in &drifted {
+        if let Some(s) = &fleet.get(id).expect("device").sim {
+            s.set_drift(0.8);
+        }
+    }
+    ctx.say(format!(
+        "machines drifting (more noise, faster shaft): {}",
+        drifted.join(", ")
+    ));
+    let alert = |b: &Bridge| -> Option<(Vec<String>, Option<String>)> {
+        let ev = b.events.recent(50, Some("drift_detected")).ok()?;
+        let last = ev
+            .iter()
+            .rev()
+            .find(|e| e.message.starts_with("fleet drift"))?;
+        let devices = last.details["devices"]
+            .as_array()?
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_owned))
+            .collect();
+        Some((devices, last.details["export"].as_str().map(str::to_owned)))
+    };
+    wait_for(90, || alert(&bridge).is_some_and(|(d, _)| d == drifted)).await;
+    let (drift_alert, drift_export) = alert(&bridge).unwrap_or_default();
+    let mut drift_exported = 0;
+    if let Some(cmd) = &drift_export {
+        ctx.say(format!(
+            "alert: fleet drift on vibration-anomaly v{} names {}",
+            v3.version,
+            drift_alert.join(", ")
+        ));
+        ctx.say(format!("retraining hand-off: {cmd}"));
+        let q = outpost_bridge::export::CaptureQuery {
+            model: "vibration-anomaly".into(),
+            version: Some(v3.version),
+            since_ms: None,
+            until_ms: None,
+            devices: drift_alert.clone(),
+        };
+        let rows = q.rows(&bridge.db.lock()).map_err(err)?;
+        let out = root.join("drifting-window.parquet");
+        outpost_bridge::export::write_parquet(&rows, &out).map_err(err)?;
+        drift_exported = rows.len();
+        ctx.say(format!(
+            "exported {} captures of the drifting devices to {}",
+            rows.len(),
+            out.display()
+        ));
+    }
+    outcomes.push(format!("drift {}", drift_alert.join(",")));
+    let device_drift_events: Vec<String> = {
+        let c = bridge.db.lock();
+        let mut q = c.prepare("SELECT DISTINCT device FROM device_events WHERE kind = 'drift_detected' ORDER BY device").map_err(err)?;
+        q.query_map([], |r| r.get(0))
+            .map_err(err)?
+            .filter_map(Result::ok)
+            .collect()
+    };
+    end(&mut phases, p, &fleet, on_model(&fleet, &v3.digest), "v3");
+
     // Drain: stop the machines, wait until every phase's records are acked, account.
     ctx.say("stopping sensors and draining every gateway's store");
     for d in &fleet.devices {
@@ -553,6 +642,12 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         on_v3,
         v2_devices,
         offline,
+        drifted,
+        drift_alert,
+        drift_export,
+        drift_exported,
+        device_drift_events,
+        bridge_dir: root.join("bridge"),
         outcomes,
         api,
     };

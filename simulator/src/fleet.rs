@@ -50,17 +50,23 @@ pub struct DeviceOptions {
     pub store_bytes: u64,
     /// Sensor kind (`simulated` or `none`).
     pub sensor: &'static str,
+    /// Drift window (samples per class) and check cadence.
+    pub drift_window: usize,
+    /// Drift check cadence.
+    pub drift_check: usize,
 }
 
 impl Default for DeviceOptions {
     fn default() -> Self {
         Self {
-            interval_ms: 250,
+            interval_ms: 150,
             telemetry_secs: 1,
             sample_rate: 0.05,
             health_secs: 3,
             store_bytes: 16 << 20,
             sensor: "simulated",
+            drift_window: 96,
+            drift_check: 16,
         }
     }
 }
@@ -133,6 +139,7 @@ fn config(
          [sync]\nlinger_ms = 200\n\
          [store]\nmax_bytes = {store}\n\
          [capture]\nsample_rate = {rate}\n\
+         [drift]\nwindow = {dw}\ncheck_every = {dc}\n\
          [sensor]\nkind = \"{sensor}\"\nseed = {seed}\nmode = \"{mode}\"\ninterval_ms = {interval}\n",
         id = spec.id,
         data = data.display(),
@@ -145,6 +152,8 @@ fn config(
         seed = spec.seed,
         mode = spec.mode.label(),
         interval = o.interval_ms,
+        dw = o.drift_window,
+        dc = o.drift_check,
     )
 }
 

@@ -28,6 +28,9 @@ enum Cmd {
         /// Print the report as JSON at the end.
         #[arg(long)]
         json: bool,
+        /// Keep all data here (bridge database, bundles, gateways' stores) for inspection.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
     /// Run a scenario file (TOML); exit 1 if an expectation fails.
     Run {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             seed,
             keep_running,
             json,
+            data_dir,
         } => {
             let o = outpost_sim::demo::DemoOptions {
                 devices,
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
                 offline: 5.min(devices.saturating_sub(1)),
                 offline_for: Duration::from_secs(12),
                 verbose: true,
+                data_dir,
             };
             match rt.block_on(outpost_sim::demo::run(o)) {
                 Ok(r) => {

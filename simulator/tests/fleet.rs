@@ -80,11 +80,34 @@ fn malformed_scenarios_are_refused_clearly() {
     assert!(Scenario::parse("seed = 1\ndevices = 2\nsteps = []\nbogus = 3").is_err());
 }
 
+fn bridge_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("outpost-bridge");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        assert!(
+            std::process::Command::new(cargo)
+                .args(["build", "-p", "outpost-bridge", "--bin", "outpost-bridge"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    bin
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_demo_loses_nothing_rolls_back_v2_and_ends_with_v3_everywhere() {
+async fn the_demo_loses_nothing_rolls_back_v2_catches_drift_and_ends_with_v3_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
     let o = DemoOptions {
         verbose: false,
         offline_for: Duration::from_secs(6),
+        data_dir: Some(dir.path().to_path_buf()),
         ..DemoOptions::default()
     };
     let r = demo::run(o).await.unwrap();
@@ -104,4 +127,36 @@ async fn the_demo_loses_nothing_rolls_back_v2_and_ends_with_v3_everywhere() {
     assert_eq!(r.offline.len(), 5);
     let produced: u64 = r.rows.iter().map(|x| x.produced).sum();
     assert!(produced > 1000, "{produced}");
+
+    // Drift: a third of the fleet drifted; those and only those raised drift events, the
+    // fleet alert names exactly them, and its export command works as printed.
+    assert_eq!(r.drifted.len(), 6);
+    assert_eq!(
+        r.device_drift_events, r.drifted,
+        "only the drifting devices raised drift events"
+    );
+    assert_eq!(r.drift_alert, r.drifted);
+    let cmd = r
+        .drift_export
+        .clone()
+        .expect("the alert carries an export command");
+    let args: Vec<String> = cmd.split_whitespace().skip(1).map(str::to_owned).collect();
+    let out = dir.path().join("retrain.parquet");
+    let mut args: Vec<String> = args.into_iter().take_while(|a| a != "-o").collect();
+    args.extend(["-o".into(), out.display().to_string()]);
+    let o = std::process::Command::new(bridge_bin())
+        .arg("--data-dir")
+        .arg(&r.bridge_dir)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = std::fs::File::open(&out).unwrap();
+    let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert!(rows > 0, "the export returned nothing");
 }

@@ -33,6 +33,7 @@ fn spec() -> ScoringSpec {
             labels: vec!["a".into(), "b".into()],
             thresholds: Thresholds::default(),
         },
+        drift: None,
     }
 }
 

@@ -31,6 +31,7 @@ pub fn fixture_spec(name: &str) -> (ScoringSpec, Vec<SelfTestSample>) {
         ScoringSpec {
             input: s.input,
             output: s.output,
+            drift: None,
         },
         s.self_test,
     )

@@ -454,3 +454,36 @@ pub async fn deployment_action(
         .map_err(fleet_err)?;
     Ok(axum::Json(rec).into_response())
 }
+
+pub async fn drift(
+    State(st): State<ApiState>,
+    h: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&st, &h, Role::Viewer)?;
+    let mut f = crate::drift::DriftFilter::default();
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "model" => {
+                let (m, ver) =
+                    crate::export::parse_model(&v).map_err(|e| ApiError::bad(e.to_string()))?;
+                f.model = Some(m);
+                f.version = ver;
+            }
+            "deployment" => f.deployment = Some(v),
+            "group_by" => f.group_by = Some(v),
+            other => {
+                return Err(ApiError::bad(format!(
+                    "unknown query parameter {other:?} (model, deployment, group_by)"
+                )));
+            }
+        }
+    }
+    let groups = crate::drift::fleet(&st.db.lock(), &f, crate::db::now_ms(), 120_000).map_err(
+        |e| match e {
+            rusqlite::Error::QueryReturnedNoRows => ApiError::not_found("no such deployment"),
+            e => ApiError::internal(e),
+        },
+    )?;
+    Ok(axum::Json(groups).into_response())
+}

@@ -243,6 +243,7 @@ pub fn router(st: ApiState) -> Router {
             "/v1/deployments/{id}/{action}",
             axum::routing::post(h::deployment_action),
         )
+        .route("/v1/drift", get(h::drift))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .with_state(st)
 }

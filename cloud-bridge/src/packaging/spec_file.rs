@@ -65,6 +65,7 @@ struct Raw {
     tags: BTreeMap<String, String>,
     #[serde(default)]
     self_test: Vec<SelfTestSample>,
+    drift: Option<outpost_protocol::spec::DriftSpec>,
 }
 
 /// A parsed spec file with its self-test samples resolved.
@@ -145,6 +146,7 @@ impl SpecFile {
         let spec = ScoringSpec {
             input: raw.input,
             output: raw.output,
+            drift: raw.drift,
         };
         spec.validate().map_err(|e| SpecFileError::Invalid {
             path: path.to_path_buf(),

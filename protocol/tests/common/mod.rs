@@ -26,6 +26,7 @@ pub fn spec() -> ScoringSpec {
             labels: vec!["normal".into(), "imbalance".into(), "bearing_fault".into()],
             thresholds: Thresholds::default(),
         },
+        drift: None,
     }
 }
 
