@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use outpost_agent::cli::error_chain;
 use outpost_agent::config::AgentConfig;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -69,10 +71,19 @@ fn run(config: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| "info".into());
+    // `Targets` rather than `EnvFilter`: the same `info,outpost_agent=debug` syntax without
+    // pulling a regex engine into the gateway binary.
+    let filter: tracing_subscriber::filter::Targets = match cfg.log.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: log: invalid filter {:?}: {e}", cfg.log);
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

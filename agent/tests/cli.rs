@@ -1,12 +1,14 @@
 //! `outpost-agent run` refuses bad configuration with one clear line and exit code 2.
 
-use std::process::Command;
+mod common;
+
+use common::command;
 
 fn run_with(config: &str) -> (Option<i32>, String) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("agent.toml");
     std::fs::write(&p, config).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
+    let o = command(env!("CARGO_BIN_EXE_outpost-agent"))
         .arg("run")
         .arg("--config")
         .arg(&p)
@@ -44,7 +46,7 @@ fn bad_config_is_one_line_and_exit_2() {
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(err.starts_with("error: "), "{err}");
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
+    let o = command(env!("CARGO_BIN_EXE_outpost-agent"))
         .args(["run", "--config", "/nonexistent/agent.toml"])
         .output()
         .unwrap();

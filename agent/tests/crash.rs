@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::try_request;
@@ -51,7 +51,7 @@ impl AgentProc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
+        let child = command(env!("CARGO_BIN_EXE_outpost-agent"))
             .arg("run")
             .arg("--config")
             .arg(&self.config)

@@ -285,6 +285,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             device_broker_url: cfg.device_broker_url.clone().unwrap_or(device_url),
             data_dir: cfg.data_dir.clone(),
             fleet: fleet.clone(),
+            counters: Some((server.clone(), ingest_stats.clone())),
         };
         tasks.push(tokio::spawn(api::serve(l, st, shutdown_rx.clone())));
     }

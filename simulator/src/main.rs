@@ -32,6 +32,18 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// Benchmark: N gateways converge on a ~5 MB bundle (time, bytes per device, bridge CPU).
+    BenchScale {
+        /// Gateways.
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Bundle size, MB.
+        #[arg(long, default_value_t = 5.0)]
+        bundle_mb: f64,
+        /// External broker mqtt://host:port (large fleets); default: the embedded one.
+        #[arg(long)]
+        broker: Option<String>,
+    },
     /// Run a scenario file (TOML); exit 1 if an expectation fails.
     Run {
         /// Scenario file.
@@ -102,6 +114,38 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::BenchScale {
+            devices,
+            bundle_mb,
+            broker,
+        } => {
+            let broker = match broker.as_deref().map(parse_mqtt_url) {
+                None => None,
+                Some(Some(hp)) => Some(hp),
+                Some(None) => {
+                    eprintln!("error: --broker: expected mqtt://HOST:PORT");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(outpost_sim::bench::run(outpost_sim::bench::ScaleOptions {
+                devices,
+                bundle_mb,
+                broker,
+            })) {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    if r.converged == r.devices {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Run { file, seed } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -133,4 +177,10 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `mqtt://host:port` → (host, port).
+fn parse_mqtt_url(u: &str) -> Option<(String, u16)> {
+    let (h, p) = u.strip_prefix("mqtt://")?.rsplit_once(':')?;
+    Some((h.to_owned(), p.parse().ok()?)).filter(|(h, _)| !h.is_empty())
 }

@@ -438,6 +438,10 @@ impl Updater {
     async fn install(&mut self, manifest: VerifiedManifest) {
         self.phase = UpdatePhase::Installing;
         self.report();
+        // Installing holds a few copies of the bundle in memory at once; one install per
+        // CPU at a time. On a gateway (one agent per process) this never waits; in the
+        // simulator it keeps a thousand agents from assembling a thousand bundles at once.
+        let _permit = install_permits().acquire().await;
         let slot = self.state.active.map(Slot::other).unwrap_or(Slot::A);
         let disk = self.p.disk.clone();
         let r = tokio::task::spawn_blocking(move || install_job(&disk, manifest, slot)).await;
@@ -581,6 +585,17 @@ impl Updater {
     pub fn downloading(&self) -> Option<Digest> {
         self.fetcher.target()
     }
+}
+
+fn install_permits() -> &'static tokio::sync::Semaphore {
+    static P: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
+    })
 }
 
 async fn blocking<T: Send + 'static>(

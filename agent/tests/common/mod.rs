@@ -63,6 +63,32 @@ pub fn handle_with(name: &str) -> ModelHandle {
 pub mod http;
 pub mod mqtt;
 
+/// A command for a test binary; under cross-testing (`cross/test`) the binary runs through
+/// the emulator named in `OUTPOST_TEST_RUNNER` (e.g. `qemu-aarch64-static -L /usr/aarch64-linux-gnu`).
+pub fn command(bin: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    match std::env::var("OUTPOST_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(r) => {
+            let mut parts = r.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().expect("runner"));
+            c.args(parts).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
+
+/// Seconds to allow for something that takes `secs` natively (more under emulation).
+pub fn slack(secs: u64) -> u64 {
+    if std::env::var("OUTPOST_TEST_SLOW").is_ok_and(|v| v == "1") {
+        secs * 6
+    } else {
+        secs
+    }
+}
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -71,6 +71,11 @@ fn example_bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .args(["build", "-p", "outpost-agent", "--example", name])
+            .args(
+                std::env::var("OUTPOST_TEST_TARGET")
+                    .map(|t| vec!["--target".to_string(), t])
+                    .unwrap_or_default(),
+            )
             .status()
             .unwrap();
         assert!(st.success());
@@ -89,7 +94,7 @@ impl BrokerProcess {
     }
 
     pub fn restart(&mut self) {
-        let child = Command::new(example_bin("test_broker"))
+        let child = super::command(example_bin("test_broker"))
             .arg(self.port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

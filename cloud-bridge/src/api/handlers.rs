@@ -487,3 +487,29 @@ pub async fn drift(
     )?;
     Ok(axum::Json(groups).into_response())
 }
+
+pub async fn stats(State(st): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    authorize(&st, &h, Role::Viewer)?;
+    let Some((server, ingest)) = &st.counters else {
+        return Err(ApiError::not_found(
+            "counters are only available from a running bridge",
+        ));
+    };
+    Ok(axum::Json(json!({
+        "serving": {
+            "disk_reads": server.stats.disk_reads.load(Relaxed),
+            "frames": server.stats.frames.load(Relaxed),
+            "bytes": server.stats.bytes.load(Relaxed),
+            "refused": server.stats.refused.load(Relaxed),
+        },
+        "ingest": {
+            "batches": ingest.batches.load(Relaxed),
+            "stored": ingest.stored.load(Relaxed),
+            "duplicates": ingest.duplicates.load(Relaxed),
+            "rejected": ingest.rejected.load(Relaxed),
+            "wire_bytes": ingest.wire_bytes.load(Relaxed),
+        }
+    }))
+    .into_response())
+}

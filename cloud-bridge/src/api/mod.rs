@@ -43,6 +43,11 @@ pub struct ApiState {
     pub data_dir: PathBuf,
     /// The rollout engine.
     pub fleet: crate::fleet::FleetHandle,
+    /// Serving and ingest counters (None outside `serve`).
+    pub counters: Option<(
+        std::sync::Arc<crate::serving::BundleServer>,
+        std::sync::Arc<crate::ingest::IngestStats>,
+    )>,
 }
 
 /// An API error response.
@@ -223,6 +228,7 @@ pub fn router(st: ApiState) -> Router {
             "/v1/health",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
+        .route("/v1/stats", get(h::stats))
         .route("/v1/models", get(h::list_models))
         .route(
             "/v1/models/{name}/{version}",
