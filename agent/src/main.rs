@@ -4,48 +4,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use outpost_agent::cli::error_chain;
+use outpost_agent::cli::{Command, USAGE, error_chain, parse_args};
 use outpost_agent::config::AgentConfig;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Parser)]
-#[command(
-    name = "outpost-agent",
-    version,
-    about = "Outpost edge agent for ML models on IoT gateways"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the agent: link, updates, local API, sensor pipeline.
-    Run {
-        /// Configuration file (TOML).
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Verify a bundle file offline: signature, manifest, chunks, files.
-    VerifyBundle {
-        /// Bundle file.
-        file: PathBuf,
-        /// Directory of trusted public keys (*.pub).
-        #[arg(long)]
-        trust: PathBuf,
-        /// Also load the model with tract and run the bundle's self-test samples.
-        #[arg(long)]
-        self_test: bool,
-    },
-}
-
 fn main() -> ExitCode {
-    match Cli::parse().cmd {
-        Cmd::Run { config } => run(config),
-        Cmd::VerifyBundle {
+    let cmd = match parse_args(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}\n\nUsage: outpost-agent <COMMAND>   (--help for more)");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("outpost-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => run(config),
+        Command::VerifyBundle {
             file,
             trust,
             self_test,
@@ -82,6 +64,8 @@ fn run(config: PathBuf) -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // No colour codes in journald or log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .finish()
         .with(filter)
         .init();

@@ -612,6 +612,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 120_000,
             )?;
             output(json, &groups, || {
+                if groups.is_empty() {
+                    return "no drift reports from devices in the last 2 minutes".to_owned();
+                }
                 let mut s = table(
                     &[
                         "MODEL", "GROUP", "DEVICES", "DRIFTING", "PSI MAX", "KS MAX", "FEATURES",
@@ -673,6 +676,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut cfg = ServeConfig::new(data_dir);
     cfg.broker = match a.broker {
