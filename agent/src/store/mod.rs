@@ -7,14 +7,21 @@
 //! (`{data_dir}/store.seq`):
 //!
 //! ```sql
-//! meta(key TEXT PRIMARY KEY, value INTEGER)   -- 'schema' = 1, 'next_seq'
+//! meta(key TEXT PRIMARY KEY, value INTEGER)   -- 'schema' = 1, 'next_seq' (see below)
 //! records(seq INTEGER PRIMARY KEY,            -- per-device sequence, never reused
-//!         stream TEXT, priority INTEGER, ts_ms INTEGER, body BLOB, size INTEGER)
-//!   index (stream, seq), index (priority, seq)
-//! counters(name TEXT PRIMARY KEY, value INTEGER)   -- appended/acked/rejected/evicted per stream
+//!         stream TEXT, ts_ms INTEGER, body BLOB, size INTEGER)
+//!   index (stream, seq)
+//! counters(name TEXT PRIMARY KEY, value INTEGER)   -- acked/rejected/evicted per stream
 //! evicted_log(id INTEGER PRIMARY KEY, stream TEXT, first_seq INTEGER, last_seq INTEGER,
 //!             count INTEGER, at_ms INTEGER)        -- last 1000 eviction runs, for audits
 //! ```
+//!
+//! An append touches only `records` and its one index: everything else is derived or
+//! written when records are deleted. *Appended* per stream is `records + acked + evicted`
+//! (by invariant 1), and the next sequence is `max(MAX(records.seq) + 1, meta.next_seq)`,
+//! where `meta.next_seq` is written by every transaction that deletes records (acks,
+//! evictions) so an emptied store still resumes where it was. Eviction order comes from
+//! the configured stream priorities, read through the (stream, seq) index.
 //!
 //! `store.seq` holds the upper end of the block of sequence numbers reserved so far
 //! (blocks of 10 000, written atomically *before* a sequence from a new block is
@@ -59,7 +66,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 pub use sql::SCHEMA_VERSION;
 
-/// Bytes accounted per record on top of its body (row header, key, two index entries).
+/// Bytes accounted per record on top of its body (row header, key, index entry).
 pub const ROW_OVERHEAD: u64 = 64;
 /// Sequence numbers reserved per `store.seq` write.
 const SEQ_BLOCK: u64 = 10_000;
@@ -233,12 +240,16 @@ impl Store {
             }
         };
         let reserved = read_seq_file(&seq_file);
-        let db_next: u64 = conn
+        let meta_next: u64 = conn
             .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
                 r.get::<_, i64>(0)
             })
             .optional()?
             .unwrap_or(1) as u64;
+        let max_seq: u64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64;
+        let db_next = meta_next.max(max_seq + 1);
         // After a reset the database starts at 1, but sequences up to the reservation may
         // already be at the bridge: continue above it.
         let next_seq = if reset.is_some() {
@@ -290,7 +301,6 @@ impl Store {
                 if let Some((kind, stream)) = name.split_once(':') {
                     let e = st.entry(stream.to_owned()).or_default();
                     match kind {
-                        "appended" => e.appended = v as u64,
                         "acked" => e.acked = v as u64,
                         "evicted" => e.evicted = v as u64,
                         "rejected" => e.rejected = v as u64,
@@ -298,6 +308,9 @@ impl Store {
                     }
                 }
             }
+        }
+        for e in st.values_mut() {
+            e.appended = e.records + e.acked + e.evicted;
         }
         self.used = st.values().map(|s| s.bytes).sum();
         self.streams = st;
@@ -360,70 +373,80 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(recs.len());
         let mut evictions: Vec<(String, u64, u64, u64)> = Vec::new();
-        for r in recs {
-            let prio = self.cfg.streams[r.stream];
-            let size = r.body.len() as u64 + ROW_OVERHEAD;
-            let verdict = if size > self.cfg.max_bytes {
-                Err(Rejected::TooLarge {
-                    size,
-                    budget: self.cfg.max_bytes,
-                })
-            } else if self.used + size > self.cfg.max_bytes
-                && self.cfg.when_full == WhenFull::RejectNew
-            {
-                Err(Rejected::Full {
-                    stream: r.stream.to_owned(),
-                })
-            } else {
-                let need = (self.used + size).saturating_sub(self.cfg.max_bytes);
-                let freed = if need > 0 {
-                    sql::evict(&tx, need, prio, &mut evictions)?
-                } else {
-                    0
-                };
-                if freed < need {
+        // Refusals are summed per stream and counted once per transaction.
+        let mut rejected: BTreeMap<&str, u64> = BTreeMap::new();
+        let levels = eviction_levels(&self.cfg, &self.streams);
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO records (seq, stream, ts_ms, body, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in recs {
+                let prio = self.cfg.streams[r.stream];
+                let size = r.body.len() as u64 + ROW_OVERHEAD;
+                let verdict = if size > self.cfg.max_bytes {
+                    Err(Rejected::TooLarge {
+                        size,
+                        budget: self.cfg.max_bytes,
+                    })
+                } else if self.used + size > self.cfg.max_bytes
+                    && self.cfg.when_full == WhenFull::RejectNew
+                {
                     Err(Rejected::Full {
                         stream: r.stream.to_owned(),
                     })
                 } else {
-                    self.used -= freed;
-                    Ok(())
-                }
-            };
-            match verdict {
-                Err(e) => {
-                    sql::bump(&tx, &format!("rejected:{}", r.stream), 1)?;
-                    self.streams
-                        .entry(r.stream.to_owned())
-                        .or_default()
-                        .rejected += 1;
-                    out.push(Err(e));
-                }
-                Ok(()) => {
-                    let seq = self.next_seq;
-                    if seq > self.reserved_until {
-                        self.reserved_until = seq - 1 + SEQ_BLOCK;
-                        write_seq_file(&self.seq_file, self.reserved_until).map_err(|source| {
-                            StoreError::Io {
-                                path: self.seq_file.clone(),
-                                source,
-                            }
-                        })?;
+                    let need = (self.used + size).saturating_sub(self.cfg.max_bytes);
+                    let freed = if need > 0 {
+                        sql::evict(&tx, need, &levels, prio, &mut evictions)?
+                    } else {
+                        0
+                    };
+                    if freed < need {
+                        Err(Rejected::Full {
+                            stream: r.stream.to_owned(),
+                        })
+                    } else {
+                        self.used -= freed;
+                        Ok(())
                     }
-                    tx.execute(
-                        "INSERT INTO records (seq, stream, priority, ts_ms, body, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![seq as i64, r.stream, prio, r.ts_ms as i64, r.body, size as i64],
-                    )?;
-                    sql::bump(&tx, &format!("appended:{}", r.stream), 1)?;
-                    self.next_seq += 1;
-                    self.used += size;
-                    let e = self.streams.entry(r.stream.to_owned()).or_default();
-                    e.appended += 1;
-                    e.records += 1;
-                    e.bytes += size;
-                    out.push(Ok(seq));
+                };
+                match verdict {
+                    Err(e) => {
+                        *rejected.entry(r.stream).or_default() += 1;
+                        stream_stats(&mut self.streams, r.stream).rejected += 1;
+                        out.push(Err(e));
+                    }
+                    Ok(()) => {
+                        let seq = self.next_seq;
+                        if seq > self.reserved_until {
+                            self.reserved_until = seq - 1 + SEQ_BLOCK;
+                            write_seq_file(&self.seq_file, self.reserved_until).map_err(
+                                |source| StoreError::Io {
+                                    path: self.seq_file.clone(),
+                                    source,
+                                },
+                            )?;
+                        }
+                        insert.execute(params![
+                            seq as i64,
+                            r.stream,
+                            r.ts_ms as i64,
+                            r.body,
+                            size as i64
+                        ])?;
+                        self.next_seq += 1;
+                        self.used += size;
+                        let e = stream_stats(&mut self.streams, r.stream);
+                        e.appended += 1;
+                        e.records += 1;
+                        e.bytes += size;
+                        out.push(Ok(seq));
+                    }
                 }
             }
+        }
+        for (stream, n) in rejected {
+            sql::bump(&tx, &format!("rejected:{stream}"), n)?;
         }
         for (stream, n, bytes, _) in &evictions {
             let e = self.streams.entry(stream.clone()).or_default();
@@ -431,10 +454,6 @@ impl Store {
             e.records -= n;
             e.bytes -= bytes;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)",
-            [self.next_seq as i64],
-        )?;
         tx.commit()?;
         Ok(out)
     }
@@ -442,9 +461,11 @@ impl Store {
     /// Evicts at least `bytes` of records with priority ≤ `max_priority` (lowest, oldest
     /// first). Returns bytes freed.
     fn evict_bytes(&mut self, bytes: u64, max_priority: u8) -> Result<u64, StoreError> {
+        let levels = eviction_levels(&self.cfg, &self.streams);
         let tx = self.conn.transaction()?;
         let mut ev = Vec::new();
-        let freed = sql::evict(&tx, bytes, max_priority, &mut ev)?;
+        let freed = sql::evict(&tx, bytes, &levels, max_priority, &mut ev)?;
+        sql::save_next_seq(&tx, self.next_seq)?;
         tx.commit()?;
         self.load_stats()?;
         Ok(freed)
@@ -500,6 +521,7 @@ impl Store {
             params![stream, first as i64, last as i64],
         )?;
         sql::bump(&tx, &format!("acked:{stream}"), n as u64)?;
+        sql::save_next_seq(&tx, self.next_seq)?;
         tx.commit()?;
         let e = self.streams.entry(stream.to_owned()).or_default();
         e.acked += n as u64;
@@ -570,6 +592,37 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
+}
+
+/// Every known stream grouped by configured priority, lowest first. Streams that have
+/// records but are no longer configured come first: nothing will send them.
+fn eviction_levels(
+    cfg: &StoreConfig,
+    streams: &BTreeMap<String, StreamStats>,
+) -> Vec<(u8, Vec<String>)> {
+    let mut levels: BTreeMap<(u8, bool), Vec<String>> = BTreeMap::new();
+    for name in cfg.streams.keys().chain(streams.keys()) {
+        let key = match cfg.streams.get(name) {
+            Some(&p) => (p, true),
+            None => (0, false),
+        };
+        let level = levels.entry(key).or_default();
+        if !level.contains(name) {
+            level.push(name.clone());
+        }
+    }
+    levels.into_iter().map(|((p, _), v)| (p, v)).collect()
+}
+
+/// The stream's figures, allocating its name only the first time.
+fn stream_stats<'a>(
+    streams: &'a mut BTreeMap<String, StreamStats>,
+    name: &str,
+) -> &'a mut StreamStats {
+    if !streams.contains_key(name) {
+        streams.insert(name.to_owned(), StreamStats::default());
+    }
+    streams.get_mut(name).expect("inserted above")
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {

@@ -14,13 +14,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
-    priority INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
     body BLOB NOT NULL,
     size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_stream_seq ON records (stream, seq);
-CREATE INDEX IF NOT EXISTS records_evict ON records (priority, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS evicted_log (
     id INTEGER PRIMARY KEY,
@@ -94,46 +92,82 @@ pub fn open_checked(path: &Path, cfg: &StoreConfig) -> Result<Connection, String
     Ok(c)
 }
 
-/// Adds `by` to a counter.
-pub fn bump(c: &Connection, name: &str, by: u64) -> rusqlite::Result<()> {
-    c.execute(
-        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
-        params![name, by as i64],
-    )?;
+fn next_row(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Option<(u64, u64)>> {
+    Ok(match rows.next()? {
+        Some(r) => Some((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        None => None,
+    })
+}
+
+/// Records the next sequence; called by every transaction that deletes records, so an
+/// emptied store still resumes numbering where it was.
+pub fn save_next_seq(c: &Connection, next: u64) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)")?
+        .execute([next as i64])?;
     Ok(())
 }
 
-/// Deletes lowest-priority, oldest records with `priority <= max_priority` until at least
-/// `need` bytes are freed — or nothing, if even all of them would not be enough. Counts
-/// and logs what it deleted; appends (stream, count, bytes, last_seq) per stream run to
-/// `out`. Returns bytes freed.
+/// Adds `by` to a counter.
+pub fn bump(c: &Connection, name: &str, by: u64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+    )?
+    .execute(params![name, by as i64])?;
+    Ok(())
+}
+
+/// Deletes the oldest records of the lowest eviction level first, then the next level,
+/// until at least `need` bytes are freed — or nothing, if even all of them would not be
+/// enough. `levels` lists the streams grouped by priority, lowest first; only levels up to
+/// `max_priority` are touched. Counts and logs what it deleted; appends (stream, count, bytes, last_seq) per
+/// stream run to `out`. Returns bytes freed.
 pub fn evict(
     tx: &Transaction<'_>,
     need: u64,
+    levels: &[(u8, Vec<String>)],
     max_priority: u8,
     out: &mut Vec<(String, u64, u64, u64)>,
 ) -> rusqlite::Result<u64> {
-    let eligible: i64 = tx.query_row(
-        "SELECT COALESCE(SUM(size), 0) FROM records WHERE priority <= ?1",
-        [max_priority],
-        |r| r.get(0),
-    )?;
-    if (eligible as u64) < need {
-        return Ok(0);
-    }
+    // Victims are read in eviction order until enough are found; only then is anything
+    // deleted (reading stops early, so a store at its budget pays for the few rows it
+    // evicts, not for a scan of everything eligible). Within a level the streams' cursors
+    // over the (stream, seq) index are merged by sequence, so "oldest first" holds across
+    // streams of equal priority without a second index on every insert.
     let mut victims: Vec<(u64, String, u64)> = Vec::new();
     let mut freed = 0u64;
-    {
-        let mut q = tx.prepare_cached(
-            "SELECT seq, stream, size FROM records WHERE priority <= ?1 ORDER BY priority, seq",
-        )?;
-        let mut rows = q.query([max_priority])?;
-        while freed < need {
-            let Some(r) = rows.next()? else { break };
-            let (seq, stream, size): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            freed += size as u64;
-            victims.push((seq as u64, stream, size as u64));
+    for (_, level) in levels.iter().filter(|(p, _)| *p <= max_priority) {
+        if freed >= need {
+            break;
         }
+        let mut stmts = Vec::with_capacity(level.len());
+        for _ in level {
+            stmts.push(
+                tx.prepare_cached("SELECT seq, size FROM records WHERE stream = ?1 ORDER BY seq")?,
+            );
+        }
+        let mut cursors = Vec::with_capacity(level.len());
+        for (q, stream) in stmts.iter_mut().zip(level) {
+            cursors.push(q.query([stream])?);
+        }
+        let mut heads: Vec<Option<(u64, u64)>> = Vec::with_capacity(level.len());
+        for c in &mut cursors {
+            heads.push(next_row(c)?);
+        }
+        while freed < need {
+            let Some(i) = (0..heads.len())
+                .filter(|&i| heads[i].is_some())
+                .min_by_key(|&i| heads[i].map(|h| h.0))
+            else {
+                break;
+            };
+            let (seq, size) = heads[i].take().unwrap_or_default();
+            freed += size;
+            victims.push((seq, level[i].clone(), size));
+            heads[i] = next_row(&mut cursors[i])?;
+        }
+    }
+    if freed < need {
+        return Ok(0);
     }
     let now = crate::clock::unix_ms() as i64;
     // Group consecutive victims of one stream into logged ranges.
@@ -148,8 +182,9 @@ pub fn evict(
         }
         let (first, last) = (victims[i].0, victims[j - 1].0);
         let n = (j - i) as u64;
+        let mut delete = tx.prepare_cached("DELETE FROM records WHERE seq = ?1")?;
         for v in &victims[i..j] {
-            tx.execute("DELETE FROM records WHERE seq = ?1", [v.0 as i64])?;
+            delete.execute([v.0 as i64])?;
         }
         bump(tx, &format!("evicted:{stream}"), n)?;
         tx.execute(

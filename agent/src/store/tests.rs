@@ -110,6 +110,41 @@ fn full_budget_evicts_lowest_priority_oldest_and_counts_it() {
 }
 
 #[test]
+fn equal_priorities_evict_oldest_across_streams_and_dropped_streams_go_first() {
+    let d = tempfile::tempdir().unwrap();
+    let body = vec![1u8; 936]; // 1000 bytes accounted
+    let two = |extra: &str| StoreConfig {
+        max_bytes: 6_000,
+        streams: [("a", 1u8), ("b", 1), (extra, 2)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        ..StoreConfig::default()
+    };
+    let (mut s, _) = Store::open(d.path(), two("old")).unwrap();
+    s.append(&[rec("old", &body)]).unwrap(); // seq 1, priority 2 for now
+    for st in ["a", "b", "b", "a", "b"] {
+        s.append(&[rec(st, &body)]).unwrap(); // seqs 2..=6
+    }
+    drop(s);
+    // "old" is no longer configured: its record is the first to go, whatever its age or
+    // former priority; then a and b give up their oldest in sequence order, merged.
+    let (mut s, _) = Store::open(d.path(), two("new")).unwrap();
+    assert_eq!(s.stats()["old"].records, 1);
+    s.append(&[rec("new", &body), rec("new", &body), rec("new", &body)])
+        .unwrap();
+    assert_eq!(s.stats()["old"].evicted, 1);
+    assert_eq!(seqs(&s, "a"), vec![5]);
+    assert_eq!(seqs(&s, "b"), vec![4, 6]);
+    assert_eq!((s.stats()["a"].evicted, s.stats()["b"].evicted), (1, 1));
+    // Appended is derived from what is stored, acked and evicted: it survives restarts.
+    drop(s);
+    let (s, _) = Store::open(d.path(), two("new")).unwrap();
+    assert_eq!((s.stats()["a"].appended, s.stats()["b"].appended), (2, 3));
+    assert_eq!(s.next_seq(), 10);
+}
+
+#[test]
 fn reject_new_policy_keeps_what_is_stored() {
     let d = tempfile::tempdir().unwrap();
     let mut c = cfg(2_000);
