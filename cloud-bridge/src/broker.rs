@@ -50,9 +50,15 @@ pub fn start(listen: SocketAddr, auth: Option<AuthFn>) -> Result<EmbeddedBroker,
             source,
         })?
     };
+    // rumqttd keeps every subscribed filter's messages in an in-memory log until the
+    // filter's segments roll over: at 100 MiB x 10 a 1000-device rollout of a 5 MB bundle
+    // (one chunk filter per device) held ~24 GB and was OOM-killed. 1 MiB x 2 bounds each
+    // filter at ~2 MiB; subscribers here read far less than that behind (a device has at
+    // most its chunk window in flight), and anything lost to a rollover is re-requested
+    // (chunks) or re-sent unacked (uplink).
     let text = format!(
         "id = 0\n[router]\nid = 0\nmax_connections = 20000\nmax_outgoing_packet_count = 200\n\
-         max_segment_size = 104857600\nmax_segment_count = 10\n[v4.1]\nname = \"outpost\"\n\
+         max_segment_size = 1048576\nmax_segment_count = 2\n[v4.1]\nname = \"outpost\"\n\
          listen = \"{addr}\"\nnext_connection_delay_ms = 1\n[v4.1.connections]\n\
          connection_timeout_ms = 60000\nmax_payload_size = 1048576\nmax_inflight_count = 500\n\
          dynamic_filters = true\n"

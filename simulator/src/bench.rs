@@ -279,6 +279,7 @@ pub async fn run(o: ScaleOptions) -> Result<ScaleReport, String> {
     };
     fleet.shutdown(Duration::from_secs(2)).await;
     rt.spawn(bridge.shutdown()).await.ok();
-    rt.shutdown_timeout(Duration::from_secs(2));
+    // Inside an async context the runtime may not block on its own shutdown.
+    rt.shutdown_background();
     Ok(report)
 }
