@@ -151,24 +151,7 @@ async fn directive_to_active_model_answering_like_onnxruntime() {
     }
     // Named features.
     let c = &r.cases[0];
-    let names = [
-        "rms_x",
-        "rms_y",
-        "rms_z",
-        "peak_x",
-        "crest_x",
-        "kurtosis_x",
-        "skewness_x",
-        "rms_radial",
-        "band_5_40",
-        "band_40_80",
-        "band_80_160",
-        "band_160_320",
-        "band_320_640",
-        "band_640_800",
-        "dominant_hz",
-        "centroid_hz",
-    ];
+    let names = outpost_agent::sensors::features::FEATURE_NAMES;
     let named: serde_json::Map<String, Value> = names
         .iter()
         .zip(&c.raw_features)
