@@ -1,24 +1,18 @@
-//! Our inference path (spec normalisation + model + interpretation + counters) as a ratio
-//! of raw tract on the same model, same inputs, same run.
+//! Our inference path (contract checks + normalisation + model + interpretation +
+//! counters) as a ratio of raw tract on the same model, same inputs, same run.
 //!
 //! `cargo bench -p outpost-agent --bench inference`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outpost_agent::inference::{ActiveModel, Model};
+use outpost_agent::models::ActiveModel;
+use outpost_inference::Model;
+use outpost_inference::spec;
 use outpost_protocol::Digest;
 use outpost_protocol::manifest::ModelRef;
-use outpost_protocol::spec::{InputSpec, OutputSpec, ScoringSpec};
 use outpost_protocol::wire::InstalledModel;
-use serde::Deserialize;
 use tract_onnx::prelude::*;
-
-#[derive(Deserialize)]
-struct SpecToml {
-    input: InputSpec,
-    output: OutputSpec,
-}
 
 fn time(mut f: impl FnMut(), min: Duration) -> f64 {
     for _ in 0..50 {
@@ -46,14 +40,13 @@ fn main() {
     ] {
         let dir = models.join(name);
         let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
-        let st: SpecToml =
-            toml::from_str(&std::fs::read_to_string(dir.join("spec.toml")).unwrap()).unwrap();
-        let spec = ScoringSpec {
-            input: st.input,
-            output: st.output,
-            drift: None,
-        };
+        let (overlay, _) =
+            spec::from_toml(&std::fs::read_to_string(dir.join("spec.toml")).unwrap()).unwrap();
+        let contract = overlay
+            .apply(outpost_inference::contract_from_graph(&onnx).unwrap())
+            .unwrap();
         let x: Vec<f32> = (0..input_len).map(|i| (i % 17) as f32 * 0.1).collect();
+        let x64: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
 
         let plan = tract_onnx::onnx()
             .model_for_read(&mut &onnx[..])
@@ -72,7 +65,7 @@ fn main() {
             min,
         );
         let active = Arc::new(ActiveModel::new(
-            Model::load(&onnx, &spec).unwrap(),
+            Model::load(&onnx, &contract).unwrap(),
             InstalledModel {
                 bundle: Digest::of(b"bench"),
                 model: ModelRef {
@@ -84,7 +77,7 @@ fn main() {
         ));
         let ours = time(
             || {
-                std::hint::black_box(active.predict(&x).unwrap());
+                std::hint::black_box(active.predict(&x64).unwrap());
             },
             min,
         );

@@ -1,13 +1,15 @@
 //! Which model inputs and outputs to keep for retraining.
 //!
-//! Per model: always capture anomalies (if enabled) and low-confidence predictions (below a
-//! threshold; defaults to the spec's `min_confidence`), and sample the rest at a rate. An
+//! Per model: always capture anomalies (an anomaly label, a regression value out of its
+//! expected range, an anomalous score — if enabled) and low-confidence classifications
+//! (below a threshold; defaults to the contract's `min_confidence`), and sample the rest
+//! (raw models included) at a rate. An
 //! hourly cap bounds everything, so a machine stuck in a fault state cannot flood the
 //! store; captures skipped by the cap are counted and reported in telemetry.
 
 use std::collections::HashMap;
 
-use outpost_protocol::spec::Prediction;
+use outpost_protocol::contract::Interpretation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -40,7 +42,7 @@ impl Default for CapturePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptureReason {
-    /// The prediction is an anomaly.
+    /// The answer is flagged (anomaly label, out of range, anomalous score).
     Anomaly,
     /// The model was unsure.
     LowConfidence,
@@ -74,19 +76,22 @@ impl Capturer {
         }
     }
 
-    /// Decides for one prediction at `now_ms`.
+    /// Decides for one answer (`None` for a raw model) at `now_ms`.
     pub fn decide(
         &mut self,
         model: &str,
-        p: &Prediction,
+        p: Option<&Interpretation>,
         spec_min_confidence: Option<f32>,
         now_ms: u64,
     ) -> Option<CaptureReason> {
         let pol = self.per_model.get(model).unwrap_or(&self.default);
         let threshold = pol.low_confidence.or(spec_min_confidence);
-        let reason = if pol.on_anomaly && p.anomaly {
+        let confidence = p.and_then(Interpretation::prediction).map(|p| p.confidence);
+        let reason = if pol.on_anomaly && p.is_some_and(Interpretation::anomaly) {
             Some(CaptureReason::Anomaly)
-        } else if threshold.is_some_and(|t| p.confidence < t) {
+        } else if let (Some(t), Some(c)) = (threshold, confidence)
+            && c < t
+        {
             Some(CaptureReason::LowConfidence)
         } else if pol.sample_rate > 0.0 && self.rng.random::<f64>() < pol.sample_rate {
             Some(CaptureReason::Sampled)
@@ -112,15 +117,15 @@ impl Capturer {
 mod tests {
     use super::*;
 
-    fn pred(anomaly: bool, confidence: f32) -> Prediction {
-        Prediction {
+    fn pred(anomaly: bool, confidence: f32) -> Interpretation {
+        Interpretation::Classification(outpost_protocol::contract::Prediction {
             label: if anomaly { "bearing_fault" } else { "normal" }.into(),
             index: 0,
             confidence,
             probabilities: vec![confidence],
             anomaly,
             low_confidence: false,
-        }
+        })
     }
 
     #[test]
@@ -133,15 +138,18 @@ mod tests {
         };
         let mut c = Capturer::new(pol, HashMap::new(), 7);
         assert_eq!(
-            c.decide("m", &pred(true, 0.99), None, 0),
+            c.decide("m", Some(&pred(true, 0.99)), None, 0),
             Some(CaptureReason::Anomaly)
         );
         assert_eq!(
-            c.decide("m", &pred(false, 0.5), Some(0.6), 0),
+            c.decide("m", Some(&pred(false, 0.5)), Some(0.6), 0),
             Some(CaptureReason::LowConfidence)
         );
         let sampled = (0..400)
-            .filter(|_| c.decide("m", &pred(false, 0.99), Some(0.6), 1000).is_some())
+            .filter(|_| {
+                c.decide("m", Some(&pred(false, 0.99)), Some(0.6), 1000)
+                    .is_some()
+            })
             .count();
         assert!(
             (20..=48).contains(&sampled),
@@ -149,11 +157,14 @@ mod tests {
         );
         // The cap: 50 per hour, all reasons together.
         let more = (0..100)
-            .filter(|_| c.decide("m", &pred(true, 0.99), None, 2000).is_some())
+            .filter(|_| c.decide("m", Some(&pred(true, 0.99)), None, 2000).is_some())
             .count();
         assert_eq!(more + sampled + 2, 50);
         assert!(c.skipped_by_cap > 0);
         // Next hour, capturing resumes.
-        assert!(c.decide("m", &pred(true, 0.99), None, 3_600_000).is_some());
+        assert!(
+            c.decide("m", Some(&pred(true, 0.99)), None, 3_600_000)
+                .is_some()
+        );
     }
 }

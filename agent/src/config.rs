@@ -26,7 +26,7 @@
 //! [api]
 //! http = "127.0.0.1:8089"    # "" disables
 //! unix_socket = "/run/outpost/agent.sock"
-//! max_body_bytes = 1048576
+//! max_body_bytes = 8388608  # requests (JSON or OIP binary tensors) up to this size
 //!
 //! [store]
 //! max_bytes = 67108864       # one budget across all streams
@@ -63,6 +63,7 @@
 //! i2c_bus = "/dev/i2c-1"
 //! address = 0x53
 //! interval_ms = 1000         # one window every interval
+//! # model = "vibration"      # the model it feeds (default: the only active one)
 //! seed = 1                   # simulated only
 //! mode = "normal"            # simulated only: normal | imbalance | bearing_fault
 //! drift = 0.0                # simulated only
@@ -200,6 +201,8 @@ pub struct SensorConfig {
     pub kind: SensorKind,
     /// Time between the starts of two windows.
     pub interval: Duration,
+    /// The model the pipeline feeds (None: the only active model).
+    pub model: Option<String>,
 }
 
 /// Drift settings from the config; unset thresholds fall back to the bundle's spec.
@@ -219,7 +222,7 @@ impl DriftSettings {
     /// The effective settings for a model whose spec carries `spec` thresholds.
     pub fn resolve(
         &self,
-        spec: Option<&outpost_protocol::spec::DriftSpec>,
+        spec: Option<&outpost_protocol::contract::DriftSpec>,
     ) -> crate::drift::DriftConfig {
         let s = spec.cloned().unwrap_or_default();
         crate::drift::DriftConfig {
@@ -412,6 +415,7 @@ struct RawSensor {
     i2c_bus: Option<PathBuf>,
     address: Option<u8>,
     interval_ms: Option<u64>,
+    model: Option<String>,
     seed: Option<u64>,
     mode: Option<String>,
     drift: Option<f64>,
@@ -557,7 +561,7 @@ impl AgentConfig {
                 )
             })?),
         };
-        let max_body_bytes = a.max_body_bytes.unwrap_or(1 << 20);
+        let max_body_bytes = a.max_body_bytes.unwrap_or(8 << 20);
         if !(1024..=64 << 20).contains(&max_body_bytes) {
             return Err(invalid(
                 "api.max_body_bytes",
@@ -597,6 +601,15 @@ impl AgentConfig {
         if interval < Duration::from_millis(10) {
             return Err(invalid("sensor.interval_ms", "must be at least 10"));
         }
+        if let Some(m) = &s.model
+            && !outpost_protocol::manifest::valid_name(m)
+        {
+            return Err(invalid(
+                "sensor.model",
+                format!("{m:?} is not a model name ([A-Za-z0-9._-], 1..=128)"),
+            ));
+        }
+        let sensor_model = s.model.clone();
 
         let st = raw.store;
         let max_bytes = st.max_bytes.unwrap_or(64 << 20);
@@ -744,7 +757,11 @@ impl AgentConfig {
                 unix_socket: a.unix_socket.map(rel),
                 max_body_bytes,
             },
-            sensor: SensorConfig { kind, interval },
+            sensor: SensorConfig {
+                kind,
+                interval,
+                model: sensor_model,
+            },
             store: StoreConfig {
                 max_bytes,
                 when_full,

@@ -5,7 +5,7 @@
 //! | [`config`] | typed, validated configuration |
 //! | [`link`] | the MQTT connection (rumqttc) |
 //! | [`update`] | directives, chunked pull, A/B install, probation, rollback |
-//! | [`inference`] | tract models driven by the scoring spec, counters |
+//! | [`models`] | the active models (tract via `outpost-inference`), their counters |
 //! | [`api`] | the local inference API (HTTP + Unix socket) |
 //! | [`sensors`] | ADXL345 driver, simulated ADXL345, vibration features |
 //! | [`pipeline`] | sensor → features → model → subscribers |
@@ -19,8 +19,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod drift;
-pub mod inference;
 pub mod link;
+pub mod models;
 pub mod pipeline;
 pub mod recorder;
 pub mod runtime;

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use embedded_hal::i2c::I2c;
-use outpost_protocol::spec::Prediction;
+use outpost_protocol::contract::Interpretation;
 use outpost_protocol::wire::InstalledModel;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{SensorConfig, SensorKind};
-use crate::inference::ModelHandle;
+use crate::models::ModelHandle;
+use crate::recorder::{Served, Source};
 use crate::sensors::WINDOW;
 use crate::sensors::adxl345::{Adxl345, DataRate};
 use crate::sensors::features::{self, FEATURE_NAMES};
@@ -31,18 +32,24 @@ pub struct PipelineResult {
     pub ts_ms: u64,
     /// The 16 features.
     pub features: Vec<f32>,
-    /// The model's answer (None if no model or the model failed).
-    pub prediction: Option<Prediction>,
-    /// Which model answered.
-    pub model: Option<InstalledModel>,
-    /// What the model was given (None when it is the features).
-    pub model_input: Option<Vec<f32>>,
-    /// The spec's low-confidence threshold.
-    pub min_confidence: Option<f32>,
+    /// The model's answer with its tensors (None if no model or the model failed).
+    pub served: Option<Arc<Served>>,
     /// Inference latency, µs.
     pub latency_us: u64,
-    /// Why there is no prediction.
+    /// Why there is no answer.
     pub error: Option<String>,
+}
+
+impl PipelineResult {
+    /// The task's reading of the window, if the model answered.
+    pub fn interpretation(&self) -> Option<&Interpretation> {
+        self.served.as_ref()?.scored.interpretations.first()
+    }
+
+    /// Which model answered.
+    pub fn model(&self) -> Option<&InstalledModel> {
+        self.served.as_ref().map(|s| &s.model.info)
+    }
 }
 
 /// Counters.
@@ -83,6 +90,7 @@ pub fn spawn(
 ) -> Option<PipelineHandle> {
     let stats = Arc::new(PipelineStats::default());
     let interval = cfg.interval;
+    let bound = cfg.model.clone();
     let (sim, thread) = match cfg.kind.clone() {
         SensorKind::None => return None,
         SensorKind::Simulated { seed, mode, drift } => {
@@ -95,7 +103,7 @@ pub fn spawn(
                     run(
                         move || Ok(dev.clone()),
                         0x53,
-                        interval,
+                        Schedule { interval, bound },
                         models,
                         subscribers,
                         st,
@@ -115,7 +123,8 @@ pub fn spawn(
                         linux_embedded_hal::I2cdev::new(&bus)
                             .map_err(|e| format!("{}: {e}", bus.display()))
                     };
-                    run(open, address, interval, models, subscribers, st, shutdown)
+                    let schedule = Schedule { interval, bound };
+                    run(open, address, schedule, models, subscribers, st, shutdown)
                 })
                 .ok()?;
             (None, t)
@@ -145,10 +154,17 @@ fn nap(d: Duration, s: &watch::Receiver<bool>) -> bool {
     stopping(s)
 }
 
+/// When to take windows and which model they feed.
+struct Schedule {
+    interval: Duration,
+    /// The model the pipeline feeds (None: the only active model).
+    bound: Option<String>,
+}
+
 fn run<I, F>(
     mut open: F,
     address: u8,
-    interval: Duration,
+    schedule: Schedule,
     models: ModelHandle,
     subscribers: Vec<mpsc::Sender<Arc<PipelineResult>>>,
     stats: Arc<PipelineStats>,
@@ -186,7 +202,7 @@ fn run<I, F>(
             if nap(next.saturating_duration_since(Instant::now()), &shutdown) {
                 break 'outer;
             }
-            next += interval;
+            next += schedule.interval;
             let window = match read_window(&mut sensor, &shutdown) {
                 Ok(Some(w)) => w,
                 Ok(None) => break 'outer,
@@ -199,7 +215,7 @@ fn run<I, F>(
                     continue 'outer;
                 }
             };
-            let result = classify(&window, &models, &stats);
+            let result = classify(&window, &models, schedule.bound.as_deref(), &stats);
             models.touch();
             let result = Arc::new(result);
             for s in &subscribers {
@@ -240,50 +256,69 @@ pub fn read_window<I: I2c>(
     Ok(Some(axes))
 }
 
-/// Features and inference for one window.
+/// Features and inference for one window, on the `bound` model (or the only one).
 pub fn classify(
     window: &[Vec<f64>; 3],
     models: &ModelHandle,
+    bound: Option<&str>,
     stats: &PipelineStats,
 ) -> PipelineResult {
     stats.windows.fetch_add(1, Relaxed);
     let feats = features::compute([&window[0], &window[1], &window[2]]);
     let features: Vec<f32> = feats.iter().map(|v| *v as f32).collect();
     let ts_ms = crate::clock::unix_ms();
-    let Some(active) = models.current() else {
+    let active = match bound {
+        Some(name) => models.get(name),
+        None => models.only(),
+    };
+    let Some(active) = active else {
         stats.no_model.fetch_add(1, Relaxed);
         return PipelineResult {
             ts_ms,
             features,
-            prediction: None,
-            model: None,
-            model_input: None,
-            min_confidence: None,
+            served: None,
             latency_us: 0,
-            error: Some("no model active".into()),
+            error: Some(match bound {
+                Some(n) => format!("model {n:?} is not active"),
+                None => "no model active (or several: bind the sensor to one)".into(),
+            }),
         };
     };
-    let spec = &active.model.spec().input;
     // Feed the model what it asks for: the 16 features, or the raw 3 × WINDOW window.
-    let uses_features = spec.features.iter().map(String::as_str).eq(FEATURE_NAMES);
-    let input: Option<Vec<f32>> = if uses_features {
-        Some(features.clone())
-    } else if spec.shape == [3, WINDOW] {
-        Some(window.iter().flatten().map(|v| *v as f32).collect())
+    let row = active.model.row_input();
+    let uses_features =
+        row.is_some_and(|i| i.features.iter().map(String::as_str).eq(FEATURE_NAMES));
+    let raw_window = row.is_some_and(|i| {
+        i.shape.get(1..).is_some_and(|s| {
+            s.iter().map(|d| d.fixed()).collect::<Vec<_>>() == [Some(3), Some(WINDOW as u64)]
+        })
+    });
+    let input: Option<Vec<f64>> = if uses_features {
+        Some(feats.to_vec())
+    } else if raw_window {
+        Some(window.iter().flatten().copied().collect())
     } else {
         None
     };
     let start = Instant::now();
-    let (prediction, error) = match &input {
+    let (served, error) = match &input {
         None => (
             None,
             Some(format!(
-                "model input {:?} is not produced by this pipeline",
-                spec.shape
+                "model {} does not take the pipeline's 16 features or a raw 3 x {WINDOW} window",
+                active.name()
             )),
         ),
-        Some(x) => match active.predict(x) {
-            Ok(p) => (Some(p), None),
+        Some(x) => match active.score_rows(std::slice::from_ref(x)) {
+            Ok(scored) => (
+                Some(Arc::new(Served {
+                    ts_ms,
+                    model: active.clone(),
+                    scored,
+                    source: Source::Pipeline,
+                })),
+                None,
+            ),
             Err(e) => {
                 stats.inference_errors.fetch_add(1, Relaxed);
                 (None, Some(e.to_string()))
@@ -293,10 +328,7 @@ pub fn classify(
     PipelineResult {
         ts_ms,
         features,
-        prediction,
-        model: Some(active.info.clone()),
-        model_input: if uses_features { None } else { input },
-        min_confidence: active.model.spec().output.thresholds.min_confidence,
+        served,
         latency_us: start.elapsed().as_micros() as u64,
         error,
     }

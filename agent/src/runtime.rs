@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::capture::Capturer;
 use crate::config::AgentConfig;
-use crate::inference::ModelHandle;
 use crate::link::{self, LinkError, LinkHandle, Routes};
+use crate::models::ModelHandle;
 use crate::pipeline::{self, PipelineHandle, PipelineResult};
 use crate::recorder::{self, AgentEvent, RecorderStats};
 use crate::store::Store;
@@ -188,7 +188,17 @@ pub async fn start(
         shutdown_rx.clone(),
     ))];
 
-    let router = crate::api::router(models.clone(), cfg.api.max_body_bytes);
+    let recorder_stats = Arc::new(RecorderStats::default());
+    let (served_tx, served_rx) = mpsc::channel(1024);
+    let sink = store.as_ref().map(|_| crate::api::ServedSink {
+        tx: served_tx,
+        stats: recorder_stats.clone(),
+    });
+    let router = crate::api::router(crate::api::ApiState::new(
+        models.clone(),
+        cfg.api.max_body_bytes,
+        sink,
+    ));
     let mut http_addr = None;
     if let Some(addr) = cfg.api.http {
         let l = tokio::net::TcpListener::bind(addr)
@@ -218,7 +228,6 @@ pub async fn start(
 
     let sync_wake = Arc::new(Notify::new());
     let uplink = Arc::new(UplinkCounters::default());
-    let recorder_stats = Arc::new(RecorderStats::default());
     let (results_tx, results_rx) = mpsc::channel(256);
     let mut subs = subscribers;
     if store.is_some() {
@@ -232,13 +241,13 @@ pub async fn start(
             .bytes()
             .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let capturer = Capturer::new(cfg.capture.clone(), cfg.capture_models.clone(), seed);
-        let drift = cfg
-            .drift
-            .clone()
-            .map(|d| recorder::DriftState::new(d, models.clone()));
+        let drift = cfg.drift.clone().map(recorder::DriftState::new);
         tasks.push(tokio::spawn(recorder::run(
-            results_rx,
-            events_rx,
+            recorder::RecorderInputs {
+                results: results_rx,
+                served: served_rx,
+                events: events_rx,
+            },
             capturer,
             drift,
             store.clone(),

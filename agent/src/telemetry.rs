@@ -1,10 +1,10 @@
 //! Periodic telemetry into the store's `telemetry` stream.
 //!
 //! Every interval the agent appends three records (JSON bodies, `kind` says which):
-//! - `inference`: for the active model, the deltas since the last report of requests,
+//! - `inference`: one per active model, the deltas since the last report of requests,
 //!   samples, errors, rejected inputs and the latency histogram, p50/p99, and the label
-//!   mix of pipeline predictions (what the bridge's behaviour gates and output-drift
-//!   checks consume);
+//!   mix of its answers (what the bridge's behaviour gates and output-drift checks
+//!   consume);
 //! - `system`: CPU %, memory, disk of the data directory, the hottest temperature sensor
 //!   (where the platform has one), the agent's own RSS;
 //! - `agent`: store size, budget, backlog / evictions / refusals per stream, link state and
@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use sysinfo::{Components, Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::{Notify, watch};
 
-use crate::inference::{BUCKETS_US, ModelHandle, StatsSnapshot};
 use crate::link::LinkHandle;
+use crate::models::{BUCKETS_US, ModelHandle, StatsSnapshot};
 use crate::pipeline::PipelineStats;
 use crate::recorder::RecorderStats;
 use crate::store::NewRecord;
@@ -50,7 +50,7 @@ pub struct Sources {
 /// Collects reports.
 pub struct Collector {
     sys: System,
-    last_model: Option<(Digest, StatsSnapshot)>,
+    last_model: BTreeMap<String, (Digest, StatsSnapshot)>,
     last_at_ms: u64,
 }
 
@@ -65,7 +65,7 @@ impl Collector {
     pub fn new() -> Self {
         Self {
             sys: System::new(),
-            last_model: None,
+            last_model: BTreeMap::new(),
             last_at_ms: crate::clock::unix_ms(),
         }
     }
@@ -76,17 +76,18 @@ impl Collector {
         let window_s = (now.saturating_sub(self.last_at_ms)) as f64 / 1000.0;
         self.last_at_ms = now;
         let mut out = Vec::new();
-        if let Some(m) = s.models.current() {
+        let mut labels = s.recorder.take_labels();
+        let models = s.models.list();
+        self.last_model
+            .retain(|name, _| models.iter().any(|m| m.name() == name));
+        for m in models {
             let snap = m.stats.snapshot();
-            let base = match &self.last_model {
+            let base = match self.last_model.get(m.name()) {
                 Some((d, prev)) if *d == m.info.bundle => prev.clone(),
                 _ => StatsSnapshot::default(),
             };
             let d = snap.since(&base);
-            let labels = s
-                .recorder
-                .take_labels()
-                .remove(&format!("{}@{}", m.info.model.name, m.info.model.version));
+            let mix = labels.remove(&format!("{}@{}", m.info.model.name, m.info.model.version));
             out.push(json!({
                 "kind": "inference",
                 "ts_ms": now,
@@ -102,10 +103,11 @@ impl Collector {
                 "latency_counts": d.buckets,
                 "p50_us": d.quantile_us(0.5),
                 "p99_us": d.quantile_us(0.99),
-                "labels": labels.unwrap_or_default(),
-                "drift": *s.recorder.drift.lock().unwrap_or_else(|x| x.into_inner()),
+                "labels": mix.unwrap_or_default(),
+                "drift": s.recorder.drift_of(m.name()),
             }));
-            self.last_model = Some((m.info.bundle, snap));
+            self.last_model
+                .insert(m.name().to_owned(), (m.info.bundle, snap));
         }
         out.push(self.system(now, s));
         out.push(agent_report(now, s));
@@ -176,6 +178,7 @@ fn agent_report(now: u64, s: &Sources) -> Value {
         "inference_errors": p.map(|p| p.inference_errors.load(Relaxed)),
         "captures": s.recorder.captures.load(Relaxed),
         "captures_skipped_by_cap": s.recorder.skipped_by_cap.load(Relaxed),
+        "served_dropped": s.recorder.served_dropped.load(Relaxed),
         "uplink_batches": s.uplink.batches.load(Relaxed),
         "uplink_wire_bytes": s.uplink.wire_bytes.load(Relaxed),
         "uplink_raw_bytes": s.uplink.raw_bytes.load(Relaxed),

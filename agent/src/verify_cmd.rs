@@ -6,7 +6,7 @@ use outpost_protocol::bundle::{BundleError, Verifier};
 use outpost_protocol::keys::KeyError;
 use outpost_protocol::{Limits, TrustStore};
 
-use crate::inference::{InferenceError, Model, SelfTestReport};
+use outpost_inference::{InferenceError, Model, SelfTestReport};
 
 /// Why `verify-bundle` failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +92,8 @@ pub fn verify_bundle_file(
     let b = Verifier::with_limits(&trust, limits).verify_bundle(&bytes)?;
     let m = b.manifest();
     let report = if self_test {
-        let model = Model::load(b.model_bytes(), &m.spec)?;
-        Some(model.self_test(&m.self_test)?)
+        let model = Model::load(b.model_bytes(), &m.contract)?;
+        Some(model.self_test(&b.self_tests()?)?)
     } else {
         None
     };

@@ -120,8 +120,12 @@ fn pipeline_classifies_each_simulated_fault_mode_as_its_label() {
         let mut correct = 0;
         for _ in 0..25 {
             let w = read_window(&mut dev, &shutdown).unwrap().unwrap();
-            let r = classify(&w, &models, &stats);
-            let p = r.prediction.expect("prediction");
+            let r = classify(&w, &models, None, &stats);
+            let p = r
+                .interpretation()
+                .and_then(|i| i.prediction())
+                .expect("prediction")
+                .clone();
             if p.label == mode.label() {
                 correct += 1;
             }

@@ -75,7 +75,7 @@ impl Env {
     }
 
     fn active(&self) -> Option<Digest> {
-        self.agent.models.current().map(|m| m.info.bundle)
+        self.agent.models.only().map(|m| m.info.bundle)
     }
 
     async fn predict(&self, body: Value) -> (u16, Value) {
@@ -182,7 +182,7 @@ async fn directive_to_active_model_answering_like_onnxruntime() {
         assert_eq!(s, status, "{}: {b}", String::from_utf8_lossy(body));
         assert!(b.contains(msg), "{}: {b}", String::from_utf8_lossy(body));
     }
-    let huge = vec![b' '; 2 << 20];
+    let huge = vec![b' '; 9 << 20];
     let (s, b) = request(env.agent.http_addr.unwrap(), "POST", "/v1/predict", &huge).await;
     assert_eq!(s, 413, "{b}");
     let (s, b) = request(env.agent.http_addr.unwrap(), "GET", "/v1/metrics", b"").await;
@@ -218,7 +218,7 @@ async fn local_api_also_answers_on_the_unix_socket() {
     assert_eq!(s, 503, "no model yet");
     peer.publish_directive("gw-uds", directive(&key, "gw-uds", 1, &v1))
         .await;
-    assert!(wait_until(30, || agent.models.current().is_some()).await);
+    assert!(wait_until(30, || agent.models.only().is_some()).await);
     let c = &reference().cases[5];
     let (s, b) = request_unix(
         &sock,
@@ -323,7 +323,7 @@ async fn a_bundle_failing_its_self_test_is_never_activated() {
     // Correctly signed, but its self-test expectations are wrong for this model (a bridge
     // that skipped validation): the device must catch it before switching.
     let (spec, mut samples) = fixture_spec("vibration-anomaly");
-    samples[0].expected = vec![0.0, 0.0, 1.0];
+    samples[0].outputs[0].data = outpost_protocol::tensor::TensorData::Fp32(vec![0.0, 0.0, 1.0]);
     let lineage = Lineage {
         created_by: "t".into(),
         ..Default::default()
@@ -417,7 +417,7 @@ async fn broker_killed_mid_transfer_then_restarted_completes_the_transfer() {
     assert!(
         wait_until(60, || agent
             .models
-            .current()
+            .only()
             .is_some_and(|m| m.info.bundle == cnn.digest))
         .await,
         "transfer did not complete"

@@ -7,7 +7,8 @@
 //!
 //! ```sql
 //! models(name, version, digest, created_at, created_by, reason, description,
-//!        tags JSON, lineage JSON, validation JSON, bundle_size, chunks)  PK(name, version)
+//!        tags JSON, lineage JSON, validation JSON, bundle_size, chunks, contract JSON)
+//!        PK(name, version)
 //! model_tags(name, version, key, value)
 //! model_counters(name PK, last_version)   -- versions are never reused, even after deletes
 //! model_refusals(id, name, at, by, reason)
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS models (
     created_at INTEGER NOT NULL, created_by TEXT NOT NULL, reason TEXT NOT NULL,
     description TEXT NOT NULL, tags TEXT NOT NULL, lineage TEXT NOT NULL,
     validation TEXT NOT NULL, bundle_size INTEGER NOT NULL, chunks INTEGER NOT NULL,
-    PRIMARY KEY (name, version));
+    contract TEXT, PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS model_tags (name TEXT NOT NULL, version INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS model_tags_kv ON model_tags (key, value);
 CREATE TABLE IF NOT EXISTS model_counters (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS captures (
     device TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, model TEXT NOT NULL,
     version INTEGER NOT NULL, bundle TEXT NOT NULL, reason TEXT NOT NULL, label TEXT NOT NULL,
-    confidence REAL NOT NULL, input TEXT NOT NULL, output TEXT NOT NULL, PRIMARY KEY (device, seq));
+    confidence REAL, input TEXT NOT NULL, output TEXT NOT NULL, PRIMARY KEY (device, seq));
 CREATE INDEX IF NOT EXISTS captures_model ON captures (model, version, ts_ms);
 CREATE TABLE IF NOT EXISTS telemetry (
     device TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -128,6 +129,13 @@ impl Db {
         let path = data_dir.join("bridge.db");
         let c = connect(&path)?;
         c.execute_batch(SCHEMA)?;
+        // Added after the first release: databases created before get the column.
+        let has_contract: bool = c
+            .prepare("SELECT 1 FROM pragma_table_info('models') WHERE name = 'contract'")?
+            .exists([])?;
+        if !has_contract {
+            c.execute_batch("ALTER TABLE models ADD COLUMN contract TEXT")?;
+        }
         Ok(Self {
             path,
             shared: Arc::new(Mutex::new(c)),

@@ -157,6 +157,18 @@ impl CaptureQuery {
             |r| {
                 let input: String = r.get(9)?;
                 let output: String = r.get(10)?;
+                // Columns hold the named OIP tensors of the sample; the export flattens
+                // their numeric values in contract order.
+                let flat = |json: &str| -> Vec<f32> {
+                    serde_json::from_str::<Vec<outpost_protocol::tensor::Tensor>>(json)
+                        .map(|ts| {
+                            ts.iter()
+                                .flat_map(|t| t.data.to_f64())
+                                .map(|v| v as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
                 Ok(CaptureRow {
                     device: r.get(0)?,
                     seq: r.get::<_, i64>(1)? as u64,
@@ -166,9 +178,9 @@ impl CaptureQuery {
                     bundle: r.get(5)?,
                     reason: r.get(6)?,
                     label: r.get(7)?,
-                    confidence: r.get::<_, f64>(8)? as f32,
-                    input: serde_json::from_str(&input).unwrap_or_default(),
-                    output: serde_json::from_str(&output).unwrap_or_default(),
+                    confidence: r.get::<_, Option<f64>>(8)?.unwrap_or(f64::NAN) as f32,
+                    input: flat(&input),
+                    output: flat(&output),
                 })
             },
         )?;

@@ -47,6 +47,8 @@ pub struct IngestStats {
     pub rejected: AtomicU64,
     /// Compressed bytes received.
     pub wire_bytes: AtomicU64,
+    /// Records stored whose body could not be derived into captures/telemetry/events.
+    pub underivable: AtomicU64,
 }
 
 /// A device event to publish after commit.
@@ -101,9 +103,9 @@ fn derive(
                     v["bundle"].as_str().unwrap_or(""),
                     v["reason"].as_str().unwrap_or(""),
                     v["label"].as_str().unwrap_or(""),
-                    v["confidence"].as_f64().unwrap_or(f64::NAN),
-                    v["input"].to_string(),
-                    v["output"].to_string()
+                    v["confidence"].as_f64(),
+                    v["inputs"].to_string(),
+                    v["outputs"].to_string()
                 ],
             )?;
         }
@@ -176,7 +178,9 @@ pub fn write(
             )?;
             if n == 1 {
                 stored += 1;
-                derive(
+                // The record itself is stored; a body the derived tables cannot take must
+                // not block the device's stream (SQLite rolls back only the statement).
+                if let Err(e) = derive(
                     &tx,
                     &job.device,
                     &batch.stream,
@@ -184,7 +188,10 @@ pub fn write(
                     r.ts_ms,
                     &r.body,
                     &mut out.events,
-                )?;
+                ) {
+                    stats.underivable.fetch_add(1, Relaxed);
+                    tracing::warn!(device = %job.device, stream = %batch.stream, seq = r.seq, error = %e, "record stored but not derived");
+                }
             } else {
                 dup += 1;
             }

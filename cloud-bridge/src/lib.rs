@@ -16,6 +16,7 @@ pub mod export;
 pub mod fleet;
 pub mod fsutil;
 pub mod ingest;
+pub mod inspect;
 pub mod keys;
 pub mod mqtt;
 pub mod packaging;

@@ -138,9 +138,9 @@ struct PackArgs {
     /// ONNX model file.
     #[arg(long)]
     model: PathBuf,
-    /// Scoring spec (TOML).
+    /// Spec file (TOML): feature names, normalisation, task, self-tests (optional).
     #[arg(long)]
-    spec: PathBuf,
+    spec: Option<PathBuf>,
     /// Private signing key file.
     #[arg(long)]
     key: PathBuf,
@@ -183,6 +183,17 @@ struct PackArgs {
 enum ModelCmd {
     /// Register a model (next version for its name), validated and profiled.
     Register(Box<RegisterArgs>),
+    /// Show what an ONNX file declares and what tract can and cannot run in it.
+    Inspect {
+        /// The ONNX file.
+        file: PathBuf,
+        /// Spec file to apply (optional).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List / search models.
     List {
         /// Exact name.
@@ -227,7 +238,8 @@ struct RegisterArgs {
     /// Model name.
     #[arg(long)]
     name: String,
-    /// Scoring spec (default: spec.toml next to the model).
+    /// Spec file: feature names, normalisation, task, self-tests (default: spec.toml next
+    /// to the model, if any; none is needed).
     #[arg(long)]
     spec: Option<PathBuf>,
     /// Tag k=v (repeatable).
@@ -754,22 +766,22 @@ fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
         dataset_id: a.dataset_id,
         dataset_sha256: a.dataset_sha256,
         tags: a.tags,
-        baseline: None,
         extra_files: Vec::new(),
     };
-    let p = packaging::pack_files(&a.model, &a.spec, &a.key, &a.out, input).map_err(|e| {
-        CliError(format!(
-            "packing {}: {}",
-            a.model.display(),
-            outpost_agent::cli::error_chain(&e)
-        ))
-    })?;
+    let p =
+        packaging::pack_files(&a.model, a.spec.as_deref(), &a.key, &a.out, input).map_err(|e| {
+            CliError(format!(
+                "packing {}: {}",
+                a.model.display(),
+                outpost_agent::cli::error_chain(&e)
+            ))
+        })?;
     let m = &p.bundle.manifest;
     let v = serde_json::json!({
         "bundle": a.out, "digest": p.bundle.digest.to_hex(), "model": m.model.name,
         "version": m.model.version, "size": p.bundle.bytes.len(),
-        "chunks": m.payload.chunks.len(), "self_test_samples": p.self_test.samples,
-        "self_test_max_abs_diff": p.self_test.max_abs_diff,
+        "chunks": m.payload.chunks.len(), "self_test_samples": p.profile.self_test_samples,
+        "self_test_max_abs_diff": p.profile.max_abs_diff, "contract": m.contract,
     });
     output(a.json, &v, || {
         format!(
@@ -780,14 +792,17 @@ fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
             p.bundle.bytes.len(),
             m.payload.chunks.len(),
             p.bundle.digest,
-            p.self_test.samples,
-            p.self_test.samples
+            p.profile.self_test_samples,
+            p.profile.self_test_samples
         )
     });
     Ok(ExitCode::SUCCESS)
 }
 
 fn model(data_dir: PathBuf, who: String, cmd: ModelCmd) -> Result<ExitCode, CliError> {
+    if let ModelCmd::Inspect { file, spec, json } = cmd {
+        return inspect(&file, spec.as_deref(), json);
+    }
     let l = Local::open(&data_dir)?;
     match cmd {
         ModelCmd::Register(a) => {
@@ -850,6 +865,7 @@ fn model(data_dir: PathBuf, who: String, cmd: ModelCmd) -> Result<ExitCode, CliE
                 )
             });
         }
+        ModelCmd::Inspect { .. } => unreachable!("handled above"),
         ModelCmd::List {
             name,
             tags,
@@ -908,6 +924,21 @@ fn model(data_dir: PathBuf, who: String, cmd: ModelCmd) -> Result<ExitCode, CliE
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(
+    file: &std::path::Path,
+    spec: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let report = outpost_bridge::inspect::inspect_file(file, spec)
+        .map_err(|e| CliError(format!("inspecting {}: {e}", file.display())))?;
+    output(json, &report, || outpost_bridge::inspect::render(&report));
+    Ok(if report.runs() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, CliError> {

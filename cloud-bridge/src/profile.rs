@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use outpost_agent::inference::{InferenceError, Model};
+use outpost_inference::{InferenceError, Model};
+use outpost_protocol::contract::ModelContract;
 use outpost_protocol::manifest::SelfTestSample;
-use outpost_protocol::spec::ScoringSpec;
 use serde::{Deserialize, Serialize};
 
 /// What validation measured.
@@ -18,7 +18,7 @@ pub struct ValidationProfile {
     /// Self-test samples that passed.
     pub self_test_samples: usize,
     /// Largest self-test deviation.
-    pub max_abs_diff: f32,
+    pub max_abs_diff: f64,
     /// Inference runs timed.
     pub runs: usize,
     /// Median latency, µs.
@@ -29,6 +29,19 @@ pub struct ValidationProfile {
     pub load_ms: f64,
     /// Extra peak resident memory while loading and running, bytes (Linux).
     pub peak_memory_bytes: Option<u64>,
+    /// How the model takes batches (`symbolic`, `fixed 1`, `unbatched`).
+    pub batching: String,
+}
+
+/// A model loaded once, its self-test samples and what validating it measured.
+#[derive(Debug)]
+pub struct Measured {
+    /// The loaded model (for the later steps of registration).
+    pub model: Model,
+    /// The self-test samples it passed.
+    pub samples: Vec<SelfTestSample>,
+    /// Measurements.
+    pub profile: ValidationProfile,
 }
 
 fn proc_kb(field: &str) -> Option<u64> {
@@ -41,25 +54,28 @@ fn proc_kb(field: &str) -> Option<u64> {
         .ok()
 }
 
-/// Loads, self-tests and times the model (`runs` single-sample inferences cycling through
-/// the self-test inputs).
-pub fn validate(
+/// Loads the model once, gets its self-test samples from `samples` (given or
+/// synthesised), runs them, then times `runs` inferences cycling through their inputs.
+pub fn measure(
     onnx: &[u8],
-    spec: &ScoringSpec,
-    samples: &[SelfTestSample],
+    contract: &ModelContract,
     runs: usize,
-) -> Result<ValidationProfile, InferenceError> {
+    samples: impl FnOnce(&Model) -> Result<Vec<SelfTestSample>, InferenceError>,
+) -> Result<Measured, InferenceError> {
     let rss_before = proc_kb("VmRSS:");
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let t = Instant::now();
-    let model = Model::load(onnx, spec)?;
+    let model = Model::load(onnx, contract)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let report = model.self_test(samples)?;
+    let samples = samples(&model)?;
+    let report = model.self_test(&samples)?;
     let mut lat = Vec::with_capacity(runs);
     for i in 0..runs {
-        let s = &samples[i % samples.len().max(1)];
+        let Some(s) = samples.get(i % samples.len().max(1)) else {
+            break;
+        };
         let t = Instant::now();
-        model.predict(&s.input)?;
+        model.infer(&s.inputs, None)?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat.sort_by(f64::total_cmp);
@@ -74,13 +90,23 @@ pub fn validate(
         (true, Some(before), Some(hwm)) => Some(hwm.saturating_sub(before) * 1024),
         _ => None,
     };
-    Ok(ValidationProfile {
-        self_test_samples: report.samples,
-        max_abs_diff: report.max_abs_diff,
-        runs,
-        p50_us: q(0.5),
-        p99_us: q(0.99),
-        load_ms,
-        peak_memory_bytes: peak,
+    let batching = match model.batching() {
+        outpost_inference::Batching::Symbolic => "symbolic".to_owned(),
+        outpost_inference::Batching::Fixed(b) => format!("fixed {b}"),
+        outpost_inference::Batching::Unbatched => "unbatched".to_owned(),
+    };
+    Ok(Measured {
+        profile: ValidationProfile {
+            self_test_samples: report.samples,
+            max_abs_diff: report.max_abs_diff,
+            runs: lat.len(),
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            load_ms,
+            peak_memory_bytes: peak,
+            batching,
+        },
+        model,
+        samples,
     })
 }

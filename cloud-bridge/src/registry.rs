@@ -9,37 +9,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_agent::inference::{InferenceError, Model};
-use outpost_protocol::baseline::{BaselineError, BaselineProfile};
 use outpost_protocol::{Digest, SigningKey};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::bundles::BundleStore;
-use crate::packaging::{self, PackError, PackInput, SpecFile, SpecFileError, read_capped};
-use crate::profile::{self, ValidationProfile};
+use crate::packaging::{self, PackError, PackInput, SpecFile, read_capped};
+use crate::profile::ValidationProfile;
 
 /// Registry errors.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The spec file is unusable.
-    #[error(transparent)]
-    Spec(#[from] SpecFileError),
-    /// No spec was given or found.
-    #[error("no scoring spec: pass --spec (or put spec.toml next to the model)")]
-    NoSpec,
+    /// No model file was given.
+    #[error("no model file given")]
+    NoModel,
     /// Validation failed: the model is refused.
     #[error("model refused: {0}")]
     Refused(String),
-    /// The baseline CSV is unusable.
-    #[error("baseline {path}: {message}")]
-    Baseline {
-        /// CSV path.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
     /// Packing failed.
     #[error(transparent)]
     Pack(#[from] PackError),
@@ -71,7 +58,8 @@ pub struct RegisterRequest {
     pub name: String,
     /// The ONNX file, then any extra files the model needs.
     pub files: Vec<PathBuf>,
-    /// Scoring spec (default: `spec.toml` next to the model).
+    /// Spec file (default: `spec.toml` next to the model, if there is one; none is
+    /// needed).
     pub spec: Option<PathBuf>,
     /// Tags `k=v`.
     pub tags: Vec<String>,
@@ -114,6 +102,8 @@ pub struct ModelRecord {
     pub lineage: serde_json::Value,
     /// Validation profile.
     pub validation: serde_json::Value,
+    /// The model contract (inputs, outputs, task).
+    pub contract: serde_json::Value,
     /// Bundle size, bytes.
     pub bundle_size: u64,
     /// Chunks.
@@ -141,65 +131,6 @@ fn refuse(c: &Connection, audit: &Audit, name: &str, by: &str, reason: &str) -> 
     RegistryError::Refused(reason.to_owned())
 }
 
-/// Reads a training-data CSV: header names must include the spec's features.
-fn read_baseline(
-    path: &Path,
-    features: &[String],
-    model: &Model,
-) -> Result<Vec<u8>, RegistryError> {
-    let bad = |message: String| RegistryError::Baseline {
-        path: path.to_path_buf(),
-        message,
-    };
-    let text = String::from_utf8(read_capped(path)?).map_err(|_| bad("not UTF-8".into()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| bad("empty file".into()))?
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let cols: Vec<usize> = features
-        .iter()
-        .map(|f| {
-            header
-                .iter()
-                .position(|h| h == f)
-                .ok_or_else(|| bad(format!("no column {f:?} in the header")))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut rows = Vec::new();
-    let mut labels = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        let row: Vec<f64> = cols
-            .iter()
-            .map(|&c| {
-                cells
-                    .get(c)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "line {}: column {} is not a finite number",
-                            i + 2,
-                            header[c]
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let x: Vec<f32> = row.iter().map(|v| *v as f32).collect();
-        let p = model
-            .predict(&x)
-            .map_err(|e| bad(format!("line {}: the model fails on it: {e}", i + 2)))?;
-        labels.push(p.label);
-        rows.push(row);
-    }
-    let profile = BaselineProfile::compute(features, &rows, &labels)
-        .map_err(|e: BaselineError| bad(e.to_string()))?;
-    Ok(profile.to_json())
-}
-
 /// Registers a model version.
 pub fn register(
     c: &mut Connection,
@@ -208,60 +139,38 @@ pub fn register(
     key: &SigningKey,
     req: RegisterRequest,
 ) -> Result<(ModelRecord, ValidationProfile), RegistryError> {
-    let model_path = req.files.first().ok_or(RegistryError::NoSpec)?;
-    let spec_path = match &req.spec {
-        Some(p) => p.clone(),
-        None => {
-            let p = model_path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("spec.toml");
-            if !p.exists() {
-                return Err(RegistryError::NoSpec);
-            }
-            p
-        }
+    let model_path = req.files.first().ok_or(RegistryError::NoModel)?;
+    let spec_path = req.spec.clone().or_else(|| {
+        let p = model_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("spec.toml");
+        p.exists().then_some(p)
+    });
+    let spec = match &spec_path {
+        Some(p) => SpecFile::load(p).map_err(PackError::from)?,
+        None => SpecFile::default(),
     };
-    let spec = SpecFile::load(&spec_path)?;
-    let onnx = read_capped(model_path)?;
+    let onnx = read_capped(model_path).map_err(PackError::from)?;
     if !outpost_protocol::manifest::valid_name(&req.name) {
         return Err(RegistryError::Pack(PackError::BadName(req.name)));
     }
-    if spec.self_test.is_empty() {
-        return Err(refuse(
-            c,
-            audit,
-            &req.name,
-            &req.created_by,
-            &PackError::NoSelfTest.to_string(),
-        ));
-    }
-    let validation = profile::validate(&onnx, &spec.spec, &spec.self_test, 200).map_err(
-        |e: InferenceError| refuse(c, audit, &req.name, &req.created_by, &e.to_string()),
-    )?;
-    let baseline = match &req.baseline_csv {
-        Some(p) => {
-            let model = Model::load(&onnx, &spec.spec)
-                .map_err(|e| RegistryError::Refused(e.to_string()))?;
-            let names = if spec.spec.input.features.is_empty() {
-                return Err(RegistryError::Baseline {
-                    path: p.clone(),
-                    message: "the spec lists no feature names to match CSV columns".into(),
-                });
-            } else {
-                spec.spec.input.features.clone()
-            };
-            Some(read_baseline(p, &names, &model)?)
-        }
-        None => None,
-    };
+    let prepared =
+        packaging::prepare(&onnx, &spec, req.baseline_csv.as_deref()).map_err(|e| match e {
+            PackError::Refused(_) | PackError::Limit { .. } | PackError::SpecConflict(_) => {
+                refuse(c, audit, &req.name, &req.created_by, &e.to_string())
+            }
+            e => RegistryError::Pack(e),
+        })?;
+    let validation = prepared.measured.profile.clone();
+    let contract_json = serde_json::to_value(&prepared.contract).unwrap_or_default();
     let mut extra = Vec::new();
     for f in &req.files[1..] {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        extra.push((name, read_capped(f)?));
+        extra.push((name, read_capped(f).map_err(PackError::from)?));
     }
 
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -288,10 +197,9 @@ pub fn register(
         dataset_id: req.dataset_id,
         dataset_sha256: req.dataset_sha256,
         tags: req.tags,
-        baseline,
         extra_files: extra,
     };
-    let packed = packaging::pack(onnx, &spec, input, key)?;
+    let packed = packaging::pack(onnx, &spec, prepared, input, key)?;
     let m = &packed.bundle.manifest;
     bundles.put(packed.bundle.digest, &packed.bundle.bytes)?;
     let rec = ModelRecord {
@@ -305,12 +213,13 @@ pub fn register(
         tags: m.tags.clone(),
         lineage: serde_json::to_value(&m.lineage).unwrap_or_default(),
         validation: serde_json::to_value(&validation).unwrap_or_default(),
+        contract: contract_json,
         bundle_size: packed.bundle.bytes.len() as u64,
         chunks: m.payload.chunks.len() as u32,
     };
     tx.execute(
-        "INSERT INTO models (name, version, digest, created_at, created_by, reason, description, tags, lineage, validation, bundle_size, chunks)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO models (name, version, digest, created_at, created_by, reason, description, tags, lineage, validation, bundle_size, chunks, contract)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             rec.name,
             rec.version,
@@ -323,7 +232,8 @@ pub fn register(
             rec.lineage.to_string(),
             rec.validation.to_string(),
             rec.bundle_size as i64,
-            rec.chunks
+            rec.chunks,
+            rec.contract.to_string()
         ],
     )?;
     for (k, v) in &rec.tags {
@@ -348,6 +258,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
     let tags: String = r.get(7)?;
     let lineage: String = r.get(8)?;
     let validation: String = r.get(9)?;
+    let contract: Option<String> = r.get(12)?;
     Ok(ModelRecord {
         name: r.get(0)?,
         version: r.get(1)?,
@@ -359,12 +270,15 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         lineage: serde_json::from_str(&lineage).unwrap_or_default(),
         validation: serde_json::from_str(&validation).unwrap_or_default(),
+        contract: contract
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default(),
         bundle_size: r.get::<_, i64>(10)? as u64,
         chunks: r.get(11)?,
     })
 }
 
-const COLS: &str = "name, version, digest, created_at, created_by, reason, description, tags, lineage, validation, bundle_size, chunks";
+const COLS: &str = "name, version, digest, created_at, created_by, reason, description, tags, lineage, validation, bundle_size, chunks, contract";
 
 /// Lists versions matching `f`, by name then version.
 pub fn list(c: &Connection, f: &ModelFilter) -> Result<Vec<ModelRecord>, RegistryError> {

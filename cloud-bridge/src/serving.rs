@@ -175,11 +175,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn many_devices_one_disk_read_and_rate_limited() {
         let key = outpost_protocol::SigningKey::generate().unwrap();
-        let spec: outpost_protocol::spec::ScoringSpec = serde_json::from_value(serde_json::json!({
-            "input": {"name": "x", "dtype": "f32", "shape": [1]},
-            "output": {"name": "y", "kind": "probabilities", "labels": ["a"]}
-        }))
-        .unwrap();
+        let spec: outpost_protocol::contract::ModelContract =
+            serde_json::from_value(serde_json::json!({
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]
+            }))
+            .unwrap();
         let built = outpost_protocol::bundle::BundleBuilder::new(
             outpost_protocol::manifest::ModelRef {
                 name: "m".into(),

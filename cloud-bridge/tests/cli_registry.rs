@@ -106,7 +106,7 @@ fn register_three_times_search_delete_guard_and_refusals() {
     let shown = json(&cli(&data, &["model", "show", "vib:2", "--json"]));
     assert_eq!(shown["tags"]["site"], "plant-9");
 
-    // v2 carries a baseline profile in its bundle.
+    // v2 carries its model, self-test samples and a baseline profile in its bundle.
     let key = data.join("keys");
     let bundle = data
         .join("bundles")
@@ -117,7 +117,7 @@ fn register_three_times_search_delete_guard_and_refusals() {
         .arg("--trust")
         .arg(&key));
     assert!(
-        o.status.success() && text(&o).contains("files=2"),
+        o.status.success() && text(&o).contains("files=3"),
         "{}",
         text(&o)
     );

@@ -81,7 +81,7 @@ async fn provisioned_agent_pulls_a_bundle_through_the_bridge_with_broker_auth() 
     );
     let dep = deploy(&b, "vib", &["gw-prov"]);
     assert!(
-        wait_until(60, || agent.models.current().is_some_and(|m| m
+        wait_until(60, || agent.models.only().is_some_and(|m| m
             .info
             .bundle
             .to_hex()
@@ -159,7 +159,7 @@ async fn agent_pulls_a_bundle_through_the_bridge_on_mosquitto() {
     );
     let dep = deploy(&b, "cnn", &["gw-mosq"]);
     assert!(
-        wait_until(90, || agent.models.current().is_some_and(|m| m
+        wait_until(90, || agent.models.only().is_some_and(|m| m
             .info
             .bundle
             .to_hex()
@@ -222,7 +222,9 @@ async fn captures_and_telemetry_flow_to_the_bridge_and_are_deleted_only_after_ac
             )
             .unwrap();
     assert_eq!(label, "bearing_fault");
-    assert_eq!(serde_json::from_str::<Vec<f32>>(&input).unwrap().len(), 16);
+    let inputs: Vec<outpost_protocol::tensor::Tensor> = serde_json::from_str(&input).unwrap();
+    assert_eq!(inputs[0].name, "features");
+    assert_eq!(inputs[0].shape, vec![1, 16]);
     // Acked records are gone from the device; nothing stored twice at the bridge.
     let store = agent.store.clone().unwrap();
     let acked = || outpost_agent::sync::lock(&store).stats()["captures"].acked;

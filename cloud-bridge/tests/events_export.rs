@@ -167,7 +167,9 @@ fn captures_export_to_parquet_and_jsonl() {
     let capture = |i: u64, version: u32| {
         serde_json::to_vec(&serde_json::json!({
             "ts_ms": 1_795_000_000_000u64 + i * 1000, "model": {"name": "vib", "version": version}, "bundle": "ab", "reason": "anomaly",
-            "features": vec![0.5f32; 16], "input": vec![i as f32; 16], "output": [0.1, 0.2, 0.7], "label": "bearing_fault", "confidence": 0.7
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": vec![i as f32; 16]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.1, 0.2, 0.7]}],
+            "label": "bearing_fault", "confidence": 0.7
         }))
         .unwrap()
     };

@@ -141,7 +141,7 @@ async fn pause_resume_and_abort_from_the_cli_reach_the_running_bridge() {
         .unwrap()
         .to_owned();
     assert!(
-        wait_until(30, || a.models.current().is_some()).await,
+        wait_until(30, || a.models.only().is_some()).await,
         "the bridge published the CLI's directive"
     );
     assert!(

@@ -319,7 +319,7 @@ async fn a_small_budget_filled_far_past_capacity_stays_within_it_and_reports_evi
         .await
     );
     deploy_vib(&b, "gw-budget");
-    assert!(wait_until(30, || a.models.current().is_some()).await);
+    assert!(wait_until(30, || a.models.only().is_some()).await);
     a.shutdown(Duration::from_secs(5)).await;
 
     let budget: u64 = 128 * 1024;

@@ -23,6 +23,9 @@ pub const PSI_EPSILON: f64 = 1e-4;
 pub const BINS: usize = 10;
 /// Current format.
 pub const BASELINE_FORMAT: u32 = 1;
+/// Prefix of a profile column that holds the model's task output value (regression value,
+/// anomaly score) rather than an input feature: `output:{output name}`.
+pub const OUTPUT_PREFIX: &str = "output:";
 
 /// Profile of one feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

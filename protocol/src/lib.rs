@@ -16,13 +16,14 @@
 pub mod baseline;
 pub mod bundle;
 pub mod capped;
+pub mod contract;
 pub mod digest;
 pub mod directive;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod serve;
-pub mod spec;
+pub mod tensor;
 pub mod time;
 pub mod topics;
 pub mod uplink;

@@ -1,21 +1,26 @@
 //! The bundle manifest: what a bundle contains, signed as a whole.
 //!
 //! The manifest lists every file (name, role, size, SHA-256), the compressed payload's
-//! size and per-chunk SHA-256 digests, the scoring spec, self-test samples, a reference to
-//! the baseline profile and the model's lineage. Its SHA-256 is the bundle's content
-//! address (the "bundle digest"): it pins every byte of the payload through the chunk
-//! digests, so signing the manifest signs the bundle.
+//! size and per-chunk SHA-256 digests, the model contract, references to the self-test
+//! samples and the baseline profile (both files in the payload, so the manifest stays
+//! small whatever their size), what the model needs to run, and the model's lineage. Its
+//! SHA-256 is the bundle's content address (the "bundle digest"): it pins every byte of
+//! the payload through the chunk digests, so signing the manifest signs the bundle.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::Digest;
+use crate::contract::{ContractError, ModelContract};
 use crate::limits::{Limits, MAX_CHUNK_SIZE};
-use crate::spec::{ScoringSpec, SpecError};
+use crate::tensor::Tensor;
 
-/// Current manifest format number.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Current manifest format number (2: model contract with named tensors, self-test samples
+/// in the payload).
+pub const MANIFEST_FORMAT: u32 = 2;
+/// Format of the self-test file.
+pub const SELF_TEST_FORMAT: u32 = 1;
 /// Longest model name.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -42,6 +47,8 @@ pub enum FileRole {
     Model,
     /// The training-data baseline profile (JSON).
     Baseline,
+    /// Self-test samples ([`SelfTests`], JSON).
+    SelfTest,
     /// Any other file the model needs (external weights, vocabularies, …).
     Extra,
 }
@@ -59,15 +66,97 @@ pub struct FileEntry {
     pub sha256: Digest,
 }
 
-/// One self-test sample: a raw input (before normalisation) and the expected output.
+/// One self-test sample: named input tensors (before normalisation) and the outputs the
+/// model must produce from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SelfTestSample {
-    /// Raw input values, in feature order.
-    pub input: Vec<f32>,
-    /// Expected output values.
-    pub expected: Vec<f32>,
-    /// Largest absolute difference allowed per value.
-    pub tolerance: f32,
+    /// Inputs, one per model input.
+    pub inputs: Vec<Tensor>,
+    /// Expected outputs (any subset of the model's outputs).
+    pub outputs: Vec<Tensor>,
+    /// Largest absolute difference allowed per float value (integers must match exactly).
+    pub tolerance: f64,
+}
+
+/// The self-test file (`self_test.json`, role `self_test`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTests {
+    /// [`SELF_TEST_FORMAT`].
+    pub format: u32,
+    /// Samples, run in order.
+    pub samples: Vec<SelfTestSample>,
+}
+
+impl SelfTests {
+    /// Checks every sample against the contract: each input present once with its
+    /// datatype and an accepted shape, each output known with its datatype, tolerances
+    /// finite and non-negative.
+    pub fn validate(&self, c: &ModelContract) -> Result<(), ManifestError> {
+        if self.format != SELF_TEST_FORMAT {
+            return Err(ManifestError::SelfTest {
+                index: 0,
+                reason: format!("self-test format {} is not supported", self.format),
+            });
+        }
+        for (index, s) in self.samples.iter().enumerate() {
+            let fail = |reason: String| ManifestError::SelfTest { index, reason };
+            if !(s.tolerance.is_finite() && s.tolerance >= 0.0) {
+                return Err(fail(format!(
+                    "tolerance {} must be finite and >= 0",
+                    s.tolerance
+                )));
+            }
+            for i in &c.inputs {
+                let t = match s.inputs.iter().filter(|t| t.name == i.name).count() {
+                    1 => s.inputs.iter().find(|t| t.name == i.name).expect("counted"),
+                    n => return Err(fail(format!("input {:?} given {n} times", i.name))),
+                };
+                if t.datatype() != i.datatype || !i.tensor().accepts(&t.shape) {
+                    return Err(fail(format!(
+                        "input {:?} is {} {:?}, the contract says {} {:?}",
+                        i.name,
+                        t.datatype(),
+                        t.shape,
+                        i.datatype,
+                        i.tensor().oip_shape()
+                    )));
+                }
+            }
+            if let Some(t) = s.inputs.iter().find(|t| c.input(&t.name).is_none()) {
+                return Err(fail(format!("{:?} is not an input of the model", t.name)));
+            }
+            if s.outputs.is_empty() {
+                return Err(fail("no expected outputs".into()));
+            }
+            for t in &s.outputs {
+                match c.output(&t.name) {
+                    Some(o) if o.datatype == t.datatype() => {}
+                    Some(o) => {
+                        return Err(fail(format!(
+                            "output {:?} is {}, the contract says {}",
+                            t.name,
+                            t.datatype(),
+                            o.datatype
+                        )));
+                    }
+                    None => {
+                        return Err(fail(format!("{:?} is not an output of the model", t.name)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the model needs on the device (measured by the bridge at registration).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Requirements {
+    /// Peak resident memory while loading and running it, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// Where the model came from.
@@ -135,23 +224,27 @@ pub struct Manifest {
     pub tags: BTreeMap<String, String>,
     /// Files in the payload, in payload order.
     pub files: Vec<FileEntry>,
-    /// Scoring spec.
-    pub spec: ScoringSpec,
-    /// Self-test samples the agent runs before activating the model.
-    #[serde(default)]
-    pub self_test: Vec<SelfTestSample>,
+    /// The model contract.
+    pub contract: ModelContract,
+    /// The self-test file (name and digest of the `self_test` file); the agent runs its
+    /// samples before activating the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_test: Option<FileRef>,
     /// The baseline profile file, if any (name and digest of a `baseline` file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<BaselineRef>,
+    pub baseline: Option<FileRef>,
+    /// What the model needs to run.
+    #[serde(default)]
+    pub requirements: Requirements,
     /// Provenance.
     pub lineage: Lineage,
     /// Payload layout.
     pub payload: PayloadInfo,
 }
 
-/// Reference to the baseline profile file inside the payload.
+/// Reference to a file inside the payload (the baseline profile, the self-tests).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BaselineRef {
+pub struct FileRef {
     /// File name in `files`.
     pub file: String,
     /// Its SHA-256 (repeats the file entry, so readers need not search).
@@ -181,10 +274,10 @@ pub enum ManifestError {
     /// Sizes do not add up or exceed limits.
     #[error("invalid payload: {0}")]
     Payload(String),
-    /// The scoring spec is inconsistent.
-    #[error("invalid scoring spec: {0}")]
-    Spec(#[from] SpecError),
-    /// A self-test sample does not fit the spec.
+    /// The model contract is inconsistent.
+    #[error("invalid model contract: {0}")]
+    Contract(#[from] ContractError),
+    /// A self-test sample does not fit the contract.
     #[error("self-test sample {index}: {reason}")]
     SelfTest {
         /// Sample index.
@@ -249,16 +342,21 @@ impl Manifest {
                 "{models} model files, expected exactly 1"
             )));
         }
-        if let Some(b) = &self.baseline {
-            let ok = self
-                .files
-                .iter()
-                .any(|f| f.name == b.file && f.role == FileRole::Baseline && f.sha256 == b.sha256);
-            if !ok {
-                return Err(ManifestError::Files(format!(
-                    "baseline {} is not a baseline file with the referenced digest",
-                    b.file
-                )));
+        for (what, role, r) in [
+            ("baseline", FileRole::Baseline, &self.baseline),
+            ("self-test", FileRole::SelfTest, &self.self_test),
+        ] {
+            if let Some(b) = r {
+                let ok = self
+                    .files
+                    .iter()
+                    .any(|f| f.name == b.file && f.role == role && f.sha256 == b.sha256);
+                if !ok {
+                    return Err(ManifestError::Files(format!(
+                        "{what} {} is not a {what} file with the referenced digest",
+                        b.file
+                    )));
+                }
             }
         }
         let p = &self.payload;
@@ -294,24 +392,7 @@ impl Manifest {
                 p.chunk_size
             )));
         }
-        self.spec.validate()?;
-        let n = self.spec.sample_len().unwrap_or(0);
-        let labels = self.spec.output.labels.len();
-        for (index, s) in self.self_test.iter().enumerate() {
-            let reason = if s.input.len() != n {
-                format!("input has {} values, the spec needs {n}", s.input.len())
-            } else if s.expected.len() != labels {
-                format!(
-                    "expected has {} values, the spec has {labels} labels",
-                    s.expected.len()
-                )
-            } else if !(s.tolerance.is_finite() && s.tolerance >= 0.0) {
-                format!("tolerance {} must be finite and >= 0", s.tolerance)
-            } else {
-                continue;
-            };
-            return Err(ManifestError::SelfTest { index, reason });
-        }
+        self.contract.validate()?;
         Ok(())
     }
 

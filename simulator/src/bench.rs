@@ -222,7 +222,7 @@ pub async fn run(o: ScaleOptions) -> Result<ScaleReport, String> {
             .filter(|x| {
                 x.agent
                     .models
-                    .current()
+                    .only()
                     .is_some_and(|m| m.info.bundle.to_hex() == rec.digest)
             })
             .count();
@@ -254,7 +254,7 @@ pub async fn run(o: ScaleOptions) -> Result<ScaleReport, String> {
         .filter(|x| {
             x.agent
                 .models
-                .current()
+                .only()
                 .is_some_and(|m| m.info.bundle.to_hex() == rec.digest)
         })
         .count();

@@ -248,7 +248,7 @@ fn on_model(fleet: &SimFleet, digest: &str) -> usize {
         .filter(|d| {
             d.agent
                 .models
-                .current()
+                .only()
                 .is_some_and(|m| m.info.bundle.to_hex() == digest)
         })
         .count()

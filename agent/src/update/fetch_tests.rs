@@ -1,14 +1,12 @@
 use std::collections::BTreeSet;
 
 use outpost_protocol::bundle::BundleBuilder;
+use outpost_protocol::contract::ModelContract;
 use outpost_protocol::directive::{
     self, BundleTarget, DIRECTIVE_FORMAT, Directive, DirectiveContext,
 };
 use outpost_protocol::manifest::{Lineage, ModelRef};
 use outpost_protocol::serve::ServedBundle;
-use outpost_protocol::spec::{
-    DType, InputSpec, Normalization, OutputKind, OutputSpec, ScoringSpec, Thresholds,
-};
 use outpost_protocol::{Limits, SigningKey};
 
 use super::*;
@@ -18,23 +16,13 @@ const CFG: FetchConfig = FetchConfig {
     request_timeout_ms: 1000,
 };
 
-fn spec() -> ScoringSpec {
-    ScoringSpec {
-        input: InputSpec {
-            name: "x".into(),
-            dtype: DType::F32,
-            shape: vec![2],
-            features: vec![],
-            normalization: Normalization::None,
-        },
-        output: OutputSpec {
-            name: "y".into(),
-            kind: OutputKind::Probabilities,
-            labels: vec!["a".into(), "b".into()],
-            thresholds: Thresholds::default(),
-        },
-        drift: None,
-    }
+fn spec() -> ModelContract {
+    serde_json::from_value(serde_json::json!({
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
+        "task": {"kind": "classification", "output": "y", "labels": ["a", "b"]}
+    }))
+    .unwrap()
 }
 
 /// A bundle of ~20 chunks of 512 bytes (incompressible content) and its directive.

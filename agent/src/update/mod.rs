@@ -33,10 +33,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::{mono_ms, unix_now};
 use crate::config::UpdateConfig;
-use crate::inference::{ActiveModel, Model, ModelHandle};
 use crate::link::{LinkHandle, UpdateInbound};
+use crate::models::{ActiveModel, ModelHandle};
 use disk::{ProbationState, Slot, UpdateDisk, UpdateState};
 use fetch::{Action, FetchConfig, Fetcher};
+use outpost_inference::Model;
 use probation::{Probation, Verdict};
 
 /// Largest bundle file read from a slot.
@@ -98,7 +99,7 @@ fn load_slot(
 
 fn activate(bundle: &VerifiedBundle) -> Result<Arc<ActiveModel>, String> {
     let m = bundle.manifest();
-    let model = Model::load(bundle.model_bytes(), &m.spec).map_err(|e| e.to_string())?;
+    let model = Model::load(bundle.model_bytes(), &m.contract).map_err(|e| e.to_string())?;
     Ok(Arc::new(ActiveModel::new(
         model,
         InstalledModel {
@@ -127,10 +128,13 @@ fn install_job(
         .assemble(chunks.iter().map(Vec::as_slice))
         .map_err(|e| format!("bundle rejected: {e}"))?;
     let m = bundle.manifest();
-    let model =
-        Model::load(bundle.model_bytes(), &m.spec).map_err(|e| format!("model rejected: {e}"))?;
+    let model = Model::load(bundle.model_bytes(), &m.contract)
+        .map_err(|e| format!("model rejected: {e}"))?;
+    let samples = bundle
+        .self_tests()
+        .map_err(|e| format!("self-test samples rejected: {e}"))?;
     model
-        .self_test(&m.self_test)
+        .self_test(&samples)
         .map_err(|e| format!("self-test failed: {e}"))?;
     disk.install(slot, &bundle)
         .map_err(|e| format!("writing slot {slot:?}: {e}"))?;
@@ -191,7 +195,7 @@ impl Updater {
                 state.active = None;
             }
         }
-        u.p.models.set(active);
+        u.p.models.set_only(active);
         u.state = state;
         if let Some(pr) = u.state.probation.clone() {
             let boots = pr.boots + 1;
@@ -473,13 +477,13 @@ impl Updater {
         self.phase = UpdatePhase::Probation;
         self.save();
         tracing::info!(device = %self.p.device_id, model = %model.info.model, ?slot, "switched; health window started");
-        self.p.models.set(Some(model));
+        self.p.models.set_only(Some(model));
         self.start_probation();
         self.report();
     }
 
     fn start_probation(&mut self) {
-        let Some(m) = self.p.models.current() else {
+        let Some(m) = self.p.models.only() else {
             return;
         };
         let (ok, errors) = m.stats.outcomes();
@@ -494,7 +498,7 @@ impl Updater {
     }
 
     fn check_probation(&mut self) {
-        let (Some(p), Some(m)) = (&self.probation, self.p.models.current()) else {
+        let (Some(p), Some(m)) = (&self.probation, self.p.models.only()) else {
             return;
         };
         let (ok, errors) = m.stats.outcomes();
@@ -534,11 +538,11 @@ impl Updater {
         match restored {
             Some((s, m)) => {
                 self.state.active = Some(s);
-                self.p.models.set(Some(m));
+                self.p.models.set_only(Some(m));
             }
             None => {
                 self.state.active = None;
-                self.p.models.set(None);
+                self.p.models.set_only(None);
             }
         }
         self.phase = UpdatePhase::RolledBack;
@@ -549,7 +553,7 @@ impl Updater {
 
     fn report(&self) {
         let installed = |s: Option<Slot>| s.and_then(|s| self.state.slot(s).cloned());
-        let active = self.p.models.current().map(|m| m.info.clone());
+        let active = self.p.models.only().map(|m| m.info.clone());
         let (done, total) = self.fetcher.progress();
         let target = self.current.as_ref().map(|d| InstalledModel {
             bundle: d.directive().bundle.digest,

@@ -4,37 +4,37 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use outpost_agent::inference::{ActiveModel, Model, ModelHandle};
+use outpost_agent::models::{ActiveModel, ModelHandle};
+use outpost_inference::Model;
+use outpost_inference::spec::{self, SelfTestEntry};
 use outpost_protocol::Digest;
+use outpost_protocol::contract::ModelContract;
 use outpost_protocol::manifest::{ModelRef, SelfTestSample};
-use outpost_protocol::spec::{InputSpec, OutputSpec, ScoringSpec};
 use outpost_protocol::wire::InstalledModel;
-use serde::Deserialize;
 
 pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
-#[derive(Deserialize)]
-pub struct SpecToml {
-    pub input: InputSpec,
-    pub output: OutputSpec,
-    #[serde(default)]
-    pub self_test: Vec<SelfTestSample>,
-}
-
-/// The fixture's scoring spec and inline self-test samples.
-pub fn fixture_spec(name: &str) -> (ScoringSpec, Vec<SelfTestSample>) {
-    let text = std::fs::read_to_string(models_dir().join(name).join("spec.toml")).unwrap();
-    let s: SpecToml = toml::from_str(&text).unwrap();
-    (
-        ScoringSpec {
-            input: s.input,
-            output: s.output,
-            drift: None,
-        },
-        s.self_test,
-    )
+/// The fixture's contract (from its graph plus its spec.toml) and its self-test samples
+/// (inline and from `selftest.json`).
+pub fn fixture_spec(name: &str) -> (ModelContract, Vec<SelfTestSample>) {
+    let dir = models_dir().join(name);
+    let text = std::fs::read_to_string(dir.join("spec.toml")).unwrap();
+    let (mut overlay, _) = spec::from_toml(&text).unwrap();
+    let st = dir.join("selftest.json");
+    if st.exists() {
+        overlay.self_test.extend(
+            serde_json::from_slice::<Vec<SelfTestEntry>>(&std::fs::read(st).unwrap()).unwrap(),
+        );
+    }
+    let onnx = fixture_onnx(name);
+    let c = overlay
+        .apply(outpost_inference::contract_from_graph(&onnx).unwrap())
+        .unwrap();
+    let model = Model::load(&onnx, &c).unwrap();
+    let samples = overlay.self_tests(&model).unwrap();
+    (c, samples)
 }
 
 pub fn fixture_onnx(name: &str) -> Vec<u8> {
@@ -46,7 +46,7 @@ pub fn handle_with(name: &str) -> ModelHandle {
     let (spec, _) = fixture_spec(name);
     let model = Model::load(&fixture_onnx(name), &spec).unwrap();
     let h = ModelHandle::default();
-    h.set(Some(Arc::new(ActiveModel::new(
+    h.insert(Arc::new(ActiveModel::new(
         model,
         InstalledModel {
             bundle: Digest::of(name.as_bytes()),
@@ -56,7 +56,7 @@ pub fn handle_with(name: &str) -> ModelHandle {
             },
         },
         None,
-    ))));
+    )));
     h
 }
 
@@ -117,13 +117,7 @@ pub fn fixture_bundle(
     version: u32,
     chunk_size: u32,
 ) -> BuiltBundle {
-    let (spec, mut self_test) = fixture_spec(fixture);
-    let st = models_dir().join(fixture).join("selftest.json");
-    if st.exists() {
-        self_test.extend(
-            serde_json::from_slice::<Vec<SelfTestSample>>(&std::fs::read(st).unwrap()).unwrap(),
-        );
-    }
+    let (spec, self_test) = fixture_spec(fixture);
     let lineage = Lineage {
         created_by: "test".into(),
         created_at: 1,

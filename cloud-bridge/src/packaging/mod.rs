@@ -1,20 +1,36 @@
-//! Packaging: validate a model with tract, run its self-test, build and sign a bundle.
+//! Packaging: from an ONNX file (and an optional spec) to a signed bundle.
 //!
-//! A model is refused — never signed — if it does not load, does not match its scoring
-//! spec, has no self-test samples, or fails one.
+//! [`prepare`] does everything before signing, loading the model exactly once: the
+//! contract from the graph plus the spec's additions, the limits a device enforces, the
+//! self-test samples (the spec's, else synthesised from the training sample or generated
+//! inputs), validation and profiling, the baseline. A model is refused — never signed —
+//! if it has operators tract cannot run, does not load, breaks a device limit, or fails a
+//! self-test sample.
 
+mod baseline;
 mod spec_file;
 
+pub use baseline::{BaselineFileError, TrainingSample};
 pub use spec_file::{LineageSection, ModelSection, SpecFile, SpecFileError, read_capped};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_agent::inference::{InferenceError, Model, SelfTestReport};
+use outpost_inference::spec::SpecError;
+use outpost_inference::{InferenceError, contract_from_graph, selftest};
 use outpost_protocol::SigningKey;
 use outpost_protocol::bundle::{BuildError, BuiltBundle, BundleBuilder};
+use outpost_protocol::contract::ModelContract;
 use outpost_protocol::keys::KeyError;
-use outpost_protocol::manifest::{Lineage, ModelRef, valid_name};
+use outpost_protocol::manifest::{Lineage, ModelRef, Requirements, valid_name};
+
+use crate::profile::{self, Measured};
+
+/// The largest request the agent's local API takes by default (`api.max_body_bytes`):
+/// one sample of every fixed-size input must fit in it as binary tensors.
+pub const AGENT_MAX_BODY: u64 = 8 << 20;
+/// Self-test samples synthesised when the spec gives none.
+pub const SYNTH_SAMPLES: usize = 4;
 
 /// Why packing failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +38,9 @@ pub enum PackError {
     /// Spec file problem.
     #[error(transparent)]
     Spec(#[from] SpecFileError),
+    /// The spec does not fit the model.
+    #[error("spec: {0}")]
+    SpecConflict(#[from] SpecError),
     /// Signing key problem.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -37,12 +56,24 @@ pub enum PackError {
     /// Invalid tag.
     #[error("invalid tag {0:?}: expected k=v")]
     BadTag(String),
-    /// No samples to validate with.
-    #[error("the spec has no self-test samples; add [[self_test]] entries or self_test_file")]
-    NoSelfTest,
     /// The model was refused by validation.
     #[error("model refused: {0}")]
     Refused(#[from] InferenceError),
+    /// A limit a device enforces.
+    #[error("model refused: {what} is {value} bytes, over the device limit of {limit} ({name})")]
+    Limit {
+        /// What is too large.
+        what: String,
+        /// Its size.
+        value: u64,
+        /// The limit.
+        limit: u64,
+        /// Where the limit is set.
+        name: &'static str,
+    },
+    /// The baseline CSV is unusable.
+    #[error(transparent)]
+    Baseline(#[from] BaselineFileError),
     /// Bundle construction failed.
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -56,7 +87,7 @@ pub enum PackError {
     },
 }
 
-/// Everything that goes into a bundle besides the spec file.
+/// Everything that goes into a bundle besides the model and its spec.
 #[derive(Debug, Clone, Default)]
 pub struct PackInput {
     /// Model name (overrides the spec's `[model] name`).
@@ -79,10 +110,19 @@ pub struct PackInput {
     pub dataset_sha256: Option<String>,
     /// Extra tags (`k=v`).
     pub tags: Vec<String>,
-    /// Baseline profile JSON to embed.
-    pub baseline: Option<Vec<u8>>,
     /// Other files the model needs (name, bytes).
     pub extra_files: Vec<(String, Vec<u8>)>,
+}
+
+/// A model made ready for signing.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The contract (graph + spec).
+    pub contract: ModelContract,
+    /// The loaded model, its self-tests and measurements.
+    pub measured: Measured,
+    /// The baseline profile (JSON), when a training sample was given.
+    pub baseline: Option<Vec<u8>>,
 }
 
 /// A packed bundle and what validation measured.
@@ -90,8 +130,8 @@ pub struct PackInput {
 pub struct Packed {
     /// The signed bundle.
     pub bundle: BuiltBundle,
-    /// Self-test result on this host.
-    pub self_test: SelfTestReport,
+    /// What validation measured.
+    pub profile: profile::ValidationProfile,
 }
 
 /// Parses `k=v`.
@@ -102,10 +142,81 @@ pub fn parse_tag(s: &str) -> Result<(String, String), PackError> {
     }
 }
 
-/// Validates `onnx` against the spec file and builds a signed bundle.
+/// Checks the limits a device enforces that the contract determines.
+pub fn check_limits(c: &ModelContract) -> Result<(), PackError> {
+    let mut per_request = 0u64;
+    for i in &c.inputs {
+        if let (Some(n), Some(size)) = (i.tensor().sample_len(), i.datatype.size()) {
+            per_request = per_request.saturating_add(n as u64 * size as u64);
+        }
+    }
+    if per_request > AGENT_MAX_BODY {
+        return Err(PackError::Limit {
+            what: "one sample of the model's inputs as binary tensors".into(),
+            value: per_request,
+            limit: AGENT_MAX_BODY,
+            name: "the agent's api.max_body_bytes default",
+        });
+    }
+    Ok(())
+}
+
+/// Contract, limits, self-tests, validation, profile and baseline, loading the model
+/// once.
+pub fn prepare(
+    onnx: &[u8],
+    spec: &SpecFile,
+    baseline_csv: Option<&Path>,
+) -> Result<Prepared, PackError> {
+    let contract = spec.overlay.apply(contract_from_graph(onnx)?)?;
+    check_limits(&contract)?;
+    let mut sample: Option<TrainingSample> = None;
+    let mut csv_error = None;
+    let measured = profile::measure(onnx, &contract, 200, |model| {
+        if let Some(p) = baseline_csv {
+            match baseline::read(p, model) {
+                Ok(s) => sample = Some(s),
+                Err(e) => {
+                    csv_error = Some(e);
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        if !spec.overlay.self_test.is_empty() {
+            return spec
+                .overlay
+                .self_tests(model)
+                .map_err(|e| InferenceError::SelfTest {
+                    index: 0,
+                    reason: e.to_string(),
+                });
+        }
+        let rows = sample
+            .as_ref()
+            .map(|s| s.rows.as_slice())
+            .unwrap_or_default();
+        selftest::synthesize(model, rows, SYNTH_SAMPLES, 0x7574_706f_7374)
+    });
+    if let Some(e) = csv_error {
+        return Err(e.into());
+    }
+    let measured = measured?;
+    let baseline = match (baseline_csv, &sample) {
+        (Some(p), Some(s)) => Some(baseline::profile(p, s, &measured.model)?),
+        _ => None,
+    };
+    Ok(Prepared {
+        contract,
+        measured,
+        baseline,
+    })
+}
+
+/// Builds and signs the bundle of a prepared model.
 pub fn pack(
     onnx: Vec<u8>,
     spec: &SpecFile,
+    prepared: Prepared,
     input: PackInput,
     key: &SigningKey,
 ) -> Result<Packed, PackError> {
@@ -120,12 +231,6 @@ pub fn pack(
     if version == 0 {
         return Err(PackError::BadVersion);
     }
-    if spec.self_test.is_empty() {
-        return Err(PackError::NoSelfTest);
-    }
-    let model = Model::load(&onnx, &spec.spec)?;
-    let self_test = model.self_test(&spec.self_test)?;
-
     let mut tags: BTreeMap<String, String> = spec.tags.clone();
     for t in &input.tags {
         let (k, v) = parse_tag(t)?;
@@ -142,16 +247,24 @@ pub fn pack(
         created_at: input.created_at,
         reason: input.reason,
     };
-    let mut b = BundleBuilder::new(ModelRef { name, version }, onnx, spec.spec.clone(), lineage)
+    let Prepared {
+        contract,
+        measured,
+        baseline,
+    } = prepared;
+    let mut b = BundleBuilder::new(ModelRef { name, version }, onnx, contract, lineage)
         .description(spec.model.description.clone().unwrap_or_default())
-        .self_test(spec.self_test.iter().cloned());
+        .self_test(measured.samples)
+        .requirements(Requirements {
+            memory_bytes: measured.profile.peak_memory_bytes,
+        });
     for (k, v) in tags {
         b = b.tag(k, v);
     }
     if let Some(cs) = input.chunk_size {
         b = b.chunk_size(cs);
     }
-    if let Some(json) = input.baseline {
+    if let Some(json) = baseline {
         b = b.baseline(json);
     }
     for (name, bytes) in input.extra_files {
@@ -159,22 +272,26 @@ pub fn pack(
     }
     Ok(Packed {
         bundle: b.build(key)?,
-        self_test,
+        profile: measured.profile,
     })
 }
 
-/// `bundle pack`: reads the files, packs, writes `out` atomically.
+/// `bundle pack`: reads the files, prepares, packs, writes `out` atomically.
 pub fn pack_files(
     model: &Path,
-    spec: &Path,
+    spec: Option<&Path>,
     key: &Path,
     out: &Path,
     input: PackInput,
 ) -> Result<Packed, PackError> {
-    let spec = SpecFile::load(spec)?;
+    let spec = match spec {
+        Some(p) => SpecFile::load(p)?,
+        None => SpecFile::default(),
+    };
     let key = SigningKey::load(key)?;
     let onnx = read_capped(model)?;
-    let packed = pack(onnx, &spec, input, &key)?;
+    let prepared = prepare(&onnx, &spec, None)?;
+    let packed = pack(onnx, &spec, prepared, input, &key)?;
     crate::fsutil::write_atomic(out, &packed.bundle.bytes).map_err(|source| PackError::Write {
         path: out.to_path_buf(),
         source,

@@ -1,22 +1,22 @@
-//! The scoring spec file (`S.toml`) that accompanies a model at packing/registration.
+//! The spec file (`S.toml`) that may accompany a model at packing/registration. It is
+//! optional: the model contract comes from the graph, and the spec only adds what the
+//! graph cannot say (see [`outpost_inference::spec`] for those sections).
 //!
 //! ```toml
-//! self_test_file = "selftest.json"   # optional; JSON list of {input, expected, tolerance}
+//! self_test_file = "selftest.json"   # optional; JSON list of self-test entries
 //! [model]                            # optional defaults for name/description/version
 //! name = "vibration-anomaly"
-//! [input]                            # outpost_protocol::spec::InputSpec
-//! [output]                           # outpost_protocol::spec::OutputSpec
+//! [input] / [[input]], [task], [drift], [[self_test]]   # outpost_inference::spec
+//! [output]                           # Outpost 0.1's classification section, still read
 //! [lineage]                          # optional: source_commit, dataset_id, dataset_sha256,
 //! [lineage.metrics]                  #           training_run, metrics
 //! [tags]                             # optional k = "v"
-//! [[self_test]]                      # inline samples: input, expected, tolerance
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_protocol::manifest::SelfTestSample;
-use outpost_protocol::spec::{InputSpec, OutputSpec, ScoringSpec};
+use outpost_inference::spec::{self, SelfTestEntry, SpecOverlay};
 use serde::Deserialize;
 
 /// Largest spec or self-test file read.
@@ -51,36 +51,30 @@ pub struct LineageSection {
     pub metrics: BTreeMap<String, f64>,
 }
 
-#[derive(Deserialize)]
+/// The spec file's own sections (everything but the overlay).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+struct Rest {
     self_test_file: Option<PathBuf>,
     #[serde(default)]
     model: ModelSection,
-    input: InputSpec,
-    output: OutputSpec,
     #[serde(default)]
     lineage: LineageSection,
     #[serde(default)]
     tags: BTreeMap<String, String>,
-    #[serde(default)]
-    self_test: Vec<SelfTestSample>,
-    drift: Option<outpost_protocol::spec::DriftSpec>,
 }
 
-/// A parsed spec file with its self-test samples resolved.
-#[derive(Debug, Clone)]
+/// A parsed spec file with its self-test entries resolved.
+#[derive(Debug, Clone, Default)]
 pub struct SpecFile {
     /// `[model]` defaults.
     pub model: ModelSection,
-    /// The scoring spec (validated).
-    pub spec: ScoringSpec,
+    /// What the spec adds to the graph's contract.
+    pub overlay: SpecOverlay,
     /// Lineage defaults.
     pub lineage: LineageSection,
     /// Tags.
     pub tags: BTreeMap<String, String>,
-    /// Inline samples followed by those from `self_test_file`.
-    pub self_test: Vec<SelfTestSample>,
 }
 
 /// Why a spec file is unusable.
@@ -108,14 +102,6 @@ pub enum SpecFileError {
         /// Parser message (with line/column).
         message: String,
     },
-    /// Parsed but inconsistent.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// Path.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 /// Reads a file of at most [`MAX_SPEC_FILE`] bytes.
@@ -133,41 +119,31 @@ pub fn read_capped(path: &Path) -> Result<Vec<u8>, SpecFileError> {
 }
 
 impl SpecFile {
-    /// Reads and validates a spec file; `self_test_file` is relative to the spec's folder.
+    /// Reads a spec file; `self_test_file` is relative to the spec's folder.
     pub fn load(path: &Path) -> Result<Self, SpecFileError> {
-        let text = String::from_utf8(read_capped(path)?).map_err(|_| SpecFileError::Parse {
+        let parse = |message: String| SpecFileError::Parse {
             path: path.to_path_buf(),
-            message: "not UTF-8".into(),
-        })?;
-        let raw: Raw = toml::from_str(&text).map_err(|e| SpecFileError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let spec = ScoringSpec {
-            input: raw.input,
-            output: raw.output,
-            drift: raw.drift,
+            message,
         };
-        spec.validate().map_err(|e| SpecFileError::Invalid {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let mut self_test = raw.self_test;
-        if let Some(rel) = raw.self_test_file {
+        let text = String::from_utf8(read_capped(path)?).map_err(|_| parse("not UTF-8".into()))?;
+        let (mut overlay, rest) = spec::from_toml(&text).map_err(|e| parse(e.to_string()))?;
+        let rest: Rest = toml::Value::Table(rest)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        if let Some(rel) = rest.self_test_file {
             let p = path.parent().unwrap_or(Path::new(".")).join(rel);
-            let more: Vec<SelfTestSample> =
+            let more: Vec<SelfTestEntry> =
                 serde_json::from_slice(&read_capped(&p)?).map_err(|e| SpecFileError::Parse {
                     path: p.clone(),
                     message: e.to_string(),
                 })?;
-            self_test.extend(more);
+            overlay.self_test.extend(more);
         }
         Ok(Self {
-            model: raw.model,
-            spec,
-            lineage: raw.lineage,
-            tags: raw.tags,
-            self_test,
+            model: rest.model,
+            overlay,
+            lineage: rest.lineage,
+            tags: rest.tags,
         })
     }
 }

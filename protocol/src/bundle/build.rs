@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use crate::Digest;
+use crate::contract::ModelContract;
 use crate::keys::SigningKey;
 use crate::limits::{DEFAULT_CHUNK_SIZE, Limits};
 use crate::manifest::{
-    BaselineRef, Compression, FileEntry, FileRole, Lineage, MANIFEST_FORMAT, Manifest,
-    ManifestError, ModelRef, PayloadInfo, SelfTestSample,
+    Compression, FileEntry, FileRef, FileRole, Lineage, MANIFEST_FORMAT, Manifest, ManifestError,
+    ModelRef, PayloadInfo, Requirements, SELF_TEST_FORMAT, SelfTestSample, SelfTests,
 };
-use crate::spec::ScoringSpec;
 
 use super::format::{BUNDLE_DOMAIN, write_head};
 
@@ -37,15 +37,16 @@ pub struct BuiltBundle {
     pub manifest: Manifest,
 }
 
-/// Assembles files, spec and metadata into a signed bundle.
+/// Assembles files, the model contract and metadata into a signed bundle.
 #[derive(Debug, Clone)]
 pub struct BundleBuilder {
     model: ModelRef,
-    spec: ScoringSpec,
+    contract: ModelContract,
     lineage: Lineage,
     description: String,
     tags: BTreeMap<String, String>,
     self_test: Vec<SelfTestSample>,
+    requirements: Requirements,
     files: Vec<(String, FileRole, Vec<u8>)>,
     chunk_size: u32,
     level: i32,
@@ -54,14 +55,15 @@ pub struct BundleBuilder {
 
 impl BundleBuilder {
     /// Starts a bundle for `model` with its ONNX bytes (stored as `model.onnx`).
-    pub fn new(model: ModelRef, onnx: Vec<u8>, spec: ScoringSpec, lineage: Lineage) -> Self {
+    pub fn new(model: ModelRef, onnx: Vec<u8>, contract: ModelContract, lineage: Lineage) -> Self {
         Self {
             model,
-            spec,
+            contract,
             lineage,
             description: String::new(),
             tags: BTreeMap::new(),
             self_test: Vec::new(),
+            requirements: Requirements::default(),
             files: vec![("model.onnx".into(), FileRole::Model, onnx)],
             chunk_size: DEFAULT_CHUNK_SIZE,
             level: 19,
@@ -81,9 +83,15 @@ impl BundleBuilder {
         self
     }
 
-    /// Adds self-test samples.
+    /// Adds self-test samples (stored as `self_test.json` in the payload).
     pub fn self_test(mut self, samples: impl IntoIterator<Item = SelfTestSample>) -> Self {
         self.self_test.extend(samples);
+        self
+    }
+
+    /// Records what the model needs to run.
+    pub fn requirements(mut self, r: Requirements) -> Self {
+        self.requirements = r;
         self
     }
 
@@ -113,7 +121,18 @@ impl BundleBuilder {
     }
 
     /// Compresses, chunks, validates and signs.
-    pub fn build(self, key: &SigningKey) -> Result<BuiltBundle, BuildError> {
+    pub fn build(mut self, key: &SigningKey) -> Result<BuiltBundle, BuildError> {
+        self.contract.validate().map_err(ManifestError::from)?;
+        if !self.self_test.is_empty() {
+            let tests = SelfTests {
+                format: SELF_TEST_FORMAT,
+                samples: std::mem::take(&mut self.self_test),
+            };
+            tests.validate(&self.contract)?;
+            let json = serde_json::to_vec(&tests).expect("self-tests serialise");
+            self.files
+                .push(("self_test.json".into(), FileRole::SelfTest, json));
+        }
         let mut raw = Vec::new();
         let mut files = Vec::new();
         for (name, role, bytes) in &self.files {
@@ -125,13 +144,14 @@ impl BundleBuilder {
             });
             raw.extend_from_slice(bytes);
         }
-        let baseline = files
-            .iter()
-            .find(|f| f.role == FileRole::Baseline)
-            .map(|f| BaselineRef {
+        let reference = |role: FileRole| {
+            files.iter().find(|f| f.role == role).map(|f| FileRef {
                 file: f.name.clone(),
                 sha256: f.sha256,
-            });
+            })
+        };
+        let baseline = reference(FileRole::Baseline);
+        let self_test = reference(FileRole::SelfTest);
         let payload = crate::capped::compress(&raw, self.level).map_err(BuildError::Compress)?;
         let cs = self.chunk_size.max(1) as usize;
         let manifest = Manifest {
@@ -140,9 +160,10 @@ impl BundleBuilder {
             description: self.description,
             tags: self.tags,
             files,
-            spec: self.spec,
-            self_test: self.self_test,
+            contract: self.contract,
+            self_test,
             baseline,
+            requirements: self.requirements,
             lineage: self.lineage,
             payload: PayloadInfo {
                 compression: Compression::Zstd,
@@ -153,6 +174,17 @@ impl BundleBuilder {
             },
         };
         manifest.validate(&self.limits)?;
+        // The device refuses a head whose manifest is over the cap: so must the builder.
+        let size = serde_json::to_vec(&manifest)
+            .expect("manifest serialises")
+            .len();
+        if size > self.limits.max_manifest as usize {
+            return Err(ManifestError::Payload(format!(
+                "the manifest is {size} bytes, over the device limit of {} (Limits::max_manifest)",
+                self.limits.max_manifest
+            ))
+            .into());
+        }
         Ok(encode_signed(key, &manifest, &payload))
     }
 }

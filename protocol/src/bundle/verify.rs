@@ -265,6 +265,27 @@ impl VerifiedBundle {
         self.file(&b.file).map(|f| f.bytes.as_slice())
     }
 
+    /// The self-test samples, parsed and checked against the contract (empty when the
+    /// bundle has none). The file is digest-verified; its size is bounded by the payload
+    /// cap.
+    pub fn self_tests(&self) -> Result<Vec<crate::manifest::SelfTestSample>, BundleError> {
+        let Some(r) = self.manifest.self_test.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let bytes = self
+            .file(&r.file)
+            .map(|f| f.bytes.as_slice())
+            .unwrap_or_default();
+        let t: crate::manifest::SelfTests = serde_json::from_slice(bytes).map_err(|e| {
+            BundleError::Manifest(crate::manifest::ManifestError::SelfTest {
+                index: 0,
+                reason: format!("self-test file is not valid JSON: {e}"),
+            })
+        })?;
+        t.validate(&self.manifest.contract)?;
+        Ok(t.samples)
+    }
+
     /// The canonical bundle file (head + payload), e.g. to keep in an install slot and
     /// re-verify at start-up.
     pub fn to_bytes(&self) -> Vec<u8> {

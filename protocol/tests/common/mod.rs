@@ -2,32 +2,22 @@
 #![allow(dead_code)]
 
 use outpost_protocol::bundle::{BuiltBundle, BundleBuilder};
+use outpost_protocol::contract::ModelContract;
 use outpost_protocol::manifest::{Lineage, ModelRef, SelfTestSample};
-use outpost_protocol::spec::{
-    DType, InputSpec, Normalization, OutputKind, OutputSpec, ScoringSpec, Thresholds,
-};
+use outpost_protocol::tensor::{Tensor, TensorData};
 use outpost_protocol::{SigningKey, TrustStore};
 
 /// The real MLP fixture, so the payload has realistic content.
 pub const ONNX: &[u8] = include_bytes!("../../../models/vibration-anomaly/model.onnx");
 
-pub fn spec() -> ScoringSpec {
-    ScoringSpec {
-        input: InputSpec {
-            name: "features".into(),
-            dtype: DType::F32,
-            shape: vec![16],
-            features: vec![],
-            normalization: Normalization::None,
-        },
-        output: OutputSpec {
-            name: "probabilities".into(),
-            kind: OutputKind::Probabilities,
-            labels: vec!["normal".into(), "imbalance".into(), "bearing_fault".into()],
-            thresholds: Thresholds::default(),
-        },
-        drift: None,
-    }
+pub fn spec() -> ModelContract {
+    serde_json::from_value(serde_json::json!({
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 16]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}],
+        "task": {"kind": "classification", "output": "probabilities",
+                 "labels": ["normal", "imbalance", "bearing_fault"]}
+    }))
+    .expect("contract parses")
 }
 
 pub fn lineage() -> Lineage {
@@ -67,8 +57,17 @@ pub fn bundle(key: &SigningKey) -> BuiltBundle {
         lineage(),
     )
     .self_test([SelfTestSample {
-        input: vec![0.0; 16],
-        expected: vec![1.0, 0.0, 0.0],
+        inputs: vec![
+            Tensor::new("features", vec![1, 16], TensorData::Fp32(vec![0.0; 16])).unwrap(),
+        ],
+        outputs: vec![
+            Tensor::new(
+                "probabilities",
+                vec![1, 3],
+                TensorData::Fp32(vec![1.0, 0.0, 0.0]),
+            )
+            .unwrap(),
+        ],
         tolerance: 1e-4,
     }])
     .file("extra.bin", noise(2000, 7))

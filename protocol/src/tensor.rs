@@ -1,0 +1,968 @@
+//! Tensors as the Open Inference Protocol (OIP, KServe "V2") names and lays them out.
+//!
+//! One representation serves every place a tensor crosses a boundary: the local
+//! inference API, self-test samples inside bundles, and captured inputs/outputs in uplink
+//! records. The JSON form is the OIP tensor object
+//! (`{"name", "datatype", "shape", "data"}`, data flat in row-major order — nested arrays
+//! are accepted on input); the binary form is the OIP binary tensor data extension
+//! (little-endian, row-major, no padding; BOOL one byte; BYTES each element a u32 LE
+//! length then the bytes). Source: the Open Inference Protocol REST specification and its
+//! binary tensor data extension (kserve.github.io, "Binary Tensor Data Extension").
+//!
+//! Every decoder checks the element count against [`MAX_ELEMENTS`] (and the caller's
+//! byte cap) before it allocates.
+
+use std::fmt;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// Most elements one tensor may hold (64 Mi: a 4096 × 4096 × 4 image).
+pub const MAX_ELEMENTS: usize = 1 << 26;
+/// Most dimensions a tensor may have.
+pub const MAX_RANK: usize = 8;
+/// Longest BYTES element accepted.
+pub const MAX_BYTES_ELEMENT: usize = 1 << 20;
+
+/// Element type, with the OIP datatype names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DataType {
+    /// `BOOL`: one byte, 0 or 1.
+    Bool,
+    /// `UINT8`.
+    Uint8,
+    /// `UINT16`.
+    Uint16,
+    /// `UINT32`.
+    Uint32,
+    /// `UINT64`.
+    Uint64,
+    /// `INT8`.
+    Int8,
+    /// `INT16`.
+    Int16,
+    /// `INT32`.
+    Int32,
+    /// `INT64`.
+    Int64,
+    /// `FP16` (IEEE 754 half precision).
+    Fp16,
+    /// `FP32`.
+    Fp32,
+    /// `FP64`.
+    Fp64,
+    /// `BYTES`: variable-length byte strings (UTF-8 text in JSON).
+    Bytes,
+}
+
+impl DataType {
+    /// Every datatype, in OIP order.
+    pub const ALL: [DataType; 13] = [
+        Self::Bool,
+        Self::Uint8,
+        Self::Uint16,
+        Self::Uint32,
+        Self::Uint64,
+        Self::Int8,
+        Self::Int16,
+        Self::Int32,
+        Self::Int64,
+        Self::Fp16,
+        Self::Fp32,
+        Self::Fp64,
+        Self::Bytes,
+    ];
+
+    /// The OIP name (`FP32`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bool => "BOOL",
+            Self::Uint8 => "UINT8",
+            Self::Uint16 => "UINT16",
+            Self::Uint32 => "UINT32",
+            Self::Uint64 => "UINT64",
+            Self::Int8 => "INT8",
+            Self::Int16 => "INT16",
+            Self::Int32 => "INT32",
+            Self::Int64 => "INT64",
+            Self::Fp16 => "FP16",
+            Self::Fp32 => "FP32",
+            Self::Fp64 => "FP64",
+            Self::Bytes => "BYTES",
+        }
+    }
+
+    /// Parses an OIP name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Bytes per element in the binary form (`None` for BYTES).
+    pub fn size(self) -> Option<usize> {
+        Some(match self {
+            Self::Bool | Self::Uint8 | Self::Int8 => 1,
+            Self::Uint16 | Self::Int16 | Self::Fp16 => 2,
+            Self::Uint32 | Self::Int32 | Self::Fp32 => 4,
+            Self::Uint64 | Self::Int64 | Self::Fp64 => 8,
+            Self::Bytes => return None,
+        })
+    }
+
+    /// Floating point types (the only ones that can hold NaN or infinity).
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::Fp16 | Self::Fp32 | Self::Fp64)
+    }
+
+    /// Types whose values read as numbers (everything but BYTES).
+    pub fn is_numeric(self) -> bool {
+        self != Self::Bytes
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One dimension of a declared shape: fixed, or variable (`-1`, optionally named by a
+/// symbol such as `"batch"` or `"height"`). Serialised as a number (`16`, `-1`) or a
+/// string (the symbol).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// Exactly this size.
+    Fixed(u64),
+    /// Any size; `Some(symbol)` ties dimensions that must agree.
+    Var(Option<String>),
+}
+
+impl Dim {
+    /// A variable dimension without a symbol.
+    pub fn any() -> Self {
+        Self::Var(None)
+    }
+
+    /// The fixed size, if any.
+    pub fn fixed(&self) -> Option<u64> {
+        match self {
+            Self::Fixed(n) => Some(*n),
+            Self::Var(_) => None,
+        }
+    }
+
+    /// The OIP form: the size, or -1.
+    pub fn oip(&self) -> i64 {
+        match self {
+            Self::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+            Self::Var(_) => -1,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::Var(Some(s)) => f.write_str(s),
+            Self::Var(None) => f.write_str("-1"),
+        }
+    }
+}
+
+impl Serialize for Dim {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fixed(n) => s.serialize_u64(*n),
+            Self::Var(Some(sym)) => s.serialize_str(sym),
+            Self::Var(None) => s.serialize_i64(-1),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dim {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(v), _) => Ok(Self::Fixed(v)),
+                (None, Some(-1)) => Ok(Self::Var(None)),
+                _ => Err(D::Error::custom(format!(
+                    "dimension {n} must be >= 0 or -1 (variable)"
+                ))),
+            },
+            Value::String(s) if valid_symbol(&s) => Ok(Self::Var(Some(s))),
+            Value::String(s) => Err(D::Error::custom(format!(
+                "dimension symbol {s:?} must be 1..=32 of [A-Za-z0-9_]"
+            ))),
+            other => Err(D::Error::custom(format!(
+                "dimension must be a number or a symbol, got {other}"
+            ))),
+        }
+    }
+}
+
+fn valid_symbol(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A declared tensor: name, datatype, shape (the batch dimension included, as in OIP
+/// model metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    /// Tensor name in the graph.
+    pub name: String,
+    /// Element type.
+    pub datatype: DataType,
+    /// Dimensions.
+    pub shape: Vec<Dim>,
+}
+
+impl TensorSpec {
+    /// Whether a concrete `shape` fits this declaration (rank and fixed dimensions; each
+    /// named symbol must take one value throughout).
+    pub fn accepts(&self, shape: &[usize]) -> bool {
+        if shape.len() != self.shape.len() {
+            return false;
+        }
+        let mut bound: Vec<(&str, usize)> = Vec::new();
+        for (d, &n) in self.shape.iter().zip(shape) {
+            match d {
+                Dim::Fixed(f) if *f != n as u64 => return false,
+                Dim::Var(Some(s)) => match bound.iter().find(|(b, _)| b == s) {
+                    Some((_, v)) if *v != n => return false,
+                    Some(_) => {}
+                    None => bound.push((s, n)),
+                },
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// Values in one sample (product of the dimensions after the first), when all are
+    /// fixed.
+    pub fn sample_len(&self) -> Option<usize> {
+        self.shape.get(1..)?.iter().try_fold(1usize, |a, d| {
+            a.checked_mul(usize::try_from(d.fixed()?).ok()?)
+        })
+    }
+
+    /// Whether the first dimension is variable (the tensor takes a batch).
+    pub fn batched(&self) -> bool {
+        matches!(self.shape.first(), Some(Dim::Var(_)))
+    }
+
+    /// The shape in OIP metadata form (-1 for variable dimensions).
+    pub fn oip_shape(&self) -> Vec<i64> {
+        self.shape.iter().map(Dim::oip).collect()
+    }
+}
+
+/// Element values of one tensor, flat in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// BOOL.
+    Bool(Vec<bool>),
+    /// UINT8.
+    Uint8(Vec<u8>),
+    /// UINT16.
+    Uint16(Vec<u16>),
+    /// UINT32.
+    Uint32(Vec<u32>),
+    /// UINT64.
+    Uint64(Vec<u64>),
+    /// INT8.
+    Int8(Vec<i8>),
+    /// INT16.
+    Int16(Vec<i16>),
+    /// INT32.
+    Int32(Vec<i32>),
+    /// INT64.
+    Int64(Vec<i64>),
+    /// FP16, as IEEE 754 half-precision bit patterns.
+    Fp16(Vec<u16>),
+    /// FP32.
+    Fp32(Vec<f32>),
+    /// FP64.
+    Fp64(Vec<f64>),
+    /// BYTES.
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Why tensor values could not be decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    /// Shape product over the cap, or rank over [`MAX_RANK`].
+    #[error(
+        "shape {shape:?} is too large (at most {MAX_RANK} dimensions and {MAX_ELEMENTS} elements)"
+    )]
+    TooLarge {
+        /// The shape.
+        shape: Vec<usize>,
+    },
+    /// Number of values differs from the shape.
+    #[error("shape {shape:?} needs {expected} values, got {got}")]
+    Count {
+        /// The shape.
+        shape: Vec<usize>,
+        /// Product of the shape.
+        expected: usize,
+        /// Values received.
+        got: usize,
+    },
+    /// A value does not fit the datatype.
+    #[error("value {index} ({value}) is not a valid {datatype}")]
+    Value {
+        /// Flat index.
+        index: usize,
+        /// The offending JSON value, abbreviated.
+        value: String,
+        /// Declared datatype.
+        datatype: DataType,
+    },
+    /// Binary data of the wrong length.
+    #[error("binary {datatype} data for {count} elements must be {expected} bytes, got {got}")]
+    BinarySize {
+        /// Datatype.
+        datatype: DataType,
+        /// Elements.
+        count: usize,
+        /// Expected bytes (if fixed-size).
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// Malformed BYTES binary data.
+    #[error("binary BYTES data: {0}")]
+    BadBytes(String),
+    /// Unknown datatype name.
+    #[error(
+        "unknown datatype {0:?} (expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES)"
+    )]
+    DataType(String),
+}
+
+/// Number of elements of `shape`, checked against the caps.
+pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
+    if shape.len() > MAX_RANK {
+        return Err(TensorError::TooLarge {
+            shape: shape.to_vec(),
+        });
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| *n <= MAX_ELEMENTS)
+        .ok_or_else(|| TensorError::TooLarge {
+            shape: shape.to_vec(),
+        })
+}
+
+macro_rules! each_variant {
+    ($self:expr, $v:ident => $e:expr) => {
+        match $self {
+            TensorData::Bool($v) => $e,
+            TensorData::Uint8($v) => $e,
+            TensorData::Uint16($v) => $e,
+            TensorData::Uint32($v) => $e,
+            TensorData::Uint64($v) => $e,
+            TensorData::Int8($v) => $e,
+            TensorData::Int16($v) => $e,
+            TensorData::Int32($v) => $e,
+            TensorData::Int64($v) => $e,
+            TensorData::Fp16($v) => $e,
+            TensorData::Fp32($v) => $e,
+            TensorData::Fp64($v) => $e,
+            TensorData::Bytes($v) => $e,
+        }
+    };
+}
+
+impl TensorData {
+    /// The datatype.
+    pub fn datatype(&self) -> DataType {
+        match self {
+            Self::Bool(_) => DataType::Bool,
+            Self::Uint8(_) => DataType::Uint8,
+            Self::Uint16(_) => DataType::Uint16,
+            Self::Uint32(_) => DataType::Uint32,
+            Self::Uint64(_) => DataType::Uint64,
+            Self::Int8(_) => DataType::Int8,
+            Self::Int16(_) => DataType::Int16,
+            Self::Int32(_) => DataType::Int32,
+            Self::Int64(_) => DataType::Int64,
+            Self::Fp16(_) => DataType::Fp16,
+            Self::Fp32(_) => DataType::Fp32,
+            Self::Fp64(_) => DataType::Fp64,
+            Self::Bytes(_) => DataType::Bytes,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        each_variant!(self, v => v.len())
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as `f64` (BOOL as 0/1; BYTES and out-of-range: `None`).
+    pub fn get_f64(&self, i: usize) -> Option<f64> {
+        Some(match self {
+            Self::Bool(v) => f64::from(u8::from(*v.get(i)?)),
+            Self::Uint8(v) => f64::from(*v.get(i)?),
+            Self::Uint16(v) => f64::from(*v.get(i)?),
+            Self::Uint32(v) => f64::from(*v.get(i)?),
+            Self::Uint64(v) => *v.get(i)? as f64,
+            Self::Int8(v) => f64::from(*v.get(i)?),
+            Self::Int16(v) => f64::from(*v.get(i)?),
+            Self::Int32(v) => f64::from(*v.get(i)?),
+            Self::Int64(v) => *v.get(i)? as f64,
+            Self::Fp16(v) => f64::from(half::f16::from_bits(*v.get(i)?).to_f32()),
+            Self::Fp32(v) => f64::from(*v.get(i)?),
+            Self::Fp64(v) => *v.get(i)?,
+            Self::Bytes(_) => return None,
+        })
+    }
+
+    /// All elements as `f64` (empty for BYTES).
+    pub fn to_f64(&self) -> Vec<f64> {
+        (0..self.len()).filter_map(|i| self.get_f64(i)).collect()
+    }
+
+    /// Index of the first NaN or infinite element (floats only).
+    pub fn first_non_finite(&self) -> Option<usize> {
+        match self {
+            Self::Fp16(v) => v.iter().position(|b| !half::f16::from_bits(*b).is_finite()),
+            Self::Fp32(v) => v.iter().position(|x| !x.is_finite()),
+            Self::Fp64(v) => v.iter().position(|x| !x.is_finite()),
+            _ => None,
+        }
+    }
+
+    /// Largest absolute value (numeric types; 0 for an empty or BYTES tensor).
+    pub fn max_abs(&self) -> f64 {
+        (0..self.len())
+            .filter_map(|i| self.get_f64(i))
+            .map(f64::abs)
+            .fold(0.0, f64::max)
+    }
+
+    /// Elements `range` as a new tensor of the same type.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Self::Bool(v) => Self::Bool(v[range].to_vec()),
+            Self::Uint8(v) => Self::Uint8(v[range].to_vec()),
+            Self::Uint16(v) => Self::Uint16(v[range].to_vec()),
+            Self::Uint32(v) => Self::Uint32(v[range].to_vec()),
+            Self::Uint64(v) => Self::Uint64(v[range].to_vec()),
+            Self::Int8(v) => Self::Int8(v[range].to_vec()),
+            Self::Int16(v) => Self::Int16(v[range].to_vec()),
+            Self::Int32(v) => Self::Int32(v[range].to_vec()),
+            Self::Int64(v) => Self::Int64(v[range].to_vec()),
+            Self::Fp16(v) => Self::Fp16(v[range].to_vec()),
+            Self::Fp32(v) => Self::Fp32(v[range].to_vec()),
+            Self::Fp64(v) => Self::Fp64(v[range].to_vec()),
+            Self::Bytes(v) => Self::Bytes(v[range].to_vec()),
+        }
+    }
+
+    /// Appends `other` (same datatype; returns false and does nothing otherwise).
+    pub fn extend(&mut self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(b),
+            (Self::Uint8(a), Self::Uint8(b)) => a.extend_from_slice(b),
+            (Self::Uint16(a), Self::Uint16(b)) => a.extend_from_slice(b),
+            (Self::Uint32(a), Self::Uint32(b)) => a.extend_from_slice(b),
+            (Self::Uint64(a), Self::Uint64(b)) => a.extend_from_slice(b),
+            (Self::Int8(a), Self::Int8(b)) => a.extend_from_slice(b),
+            (Self::Int16(a), Self::Int16(b)) => a.extend_from_slice(b),
+            (Self::Int32(a), Self::Int32(b)) => a.extend_from_slice(b),
+            (Self::Int64(a), Self::Int64(b)) => a.extend_from_slice(b),
+            (Self::Fp16(a), Self::Fp16(b)) => a.extend_from_slice(b),
+            (Self::Fp32(a), Self::Fp32(b)) => a.extend_from_slice(b),
+            (Self::Fp64(a), Self::Fp64(b)) => a.extend_from_slice(b),
+            (Self::Bytes(a), Self::Bytes(b)) => a.extend_from_slice(b),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Decodes JSON values (flat or nested arrays; nesting is flattened in row-major
+    /// order) as `datatype`, expecting exactly `count` elements. FP16 accepts JSON numbers;
+    /// BYTES accepts strings.
+    pub fn from_json(datatype: DataType, data: &Value, count: usize) -> Result<Self, TensorError> {
+        let mut flat = Vec::with_capacity(count.min(1 << 20));
+        flatten(data, &mut flat, count)?;
+        if flat.len() != count {
+            return Err(TensorError::Count {
+                shape: vec![],
+                expected: count,
+                got: flat.len(),
+            });
+        }
+        let bad = |index: usize, v: &Value| TensorError::Value {
+            index,
+            value: abbreviate(v),
+            datatype,
+        };
+        macro_rules! ints {
+            ($variant:ident, $t:ty) => {
+                Self::$variant(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let n = v.as_i64().map(i128::from).or(v.as_u64().map(i128::from));
+                            n.and_then(|n| <$t>::try_from(n).ok())
+                                .ok_or_else(|| bad(i, v))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+        }
+        let float = |i: usize, v: &Value| v.as_f64().ok_or_else(|| bad(i, v));
+        Ok(match datatype {
+            DataType::Bool => Self::Bool(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::Bool(b) => Ok(*b),
+                        // Some clients send 0/1 for BOOL.
+                        Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
+                        Value::Number(n) if n.as_u64() == Some(1) => Ok(true),
+                        _ => Err(bad(i, v)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::Uint8 => ints!(Uint8, u8),
+            DataType::Uint16 => ints!(Uint16, u16),
+            DataType::Uint32 => ints!(Uint32, u32),
+            DataType::Uint64 => ints!(Uint64, u64),
+            DataType::Int8 => ints!(Int8, i8),
+            DataType::Int16 => ints!(Int16, i16),
+            DataType::Int32 => ints!(Int32, i32),
+            DataType::Int64 => ints!(Int64, i64),
+            DataType::Fp16 => Self::Fp16(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| float(i, v).map(|f| half::f16::from_f64(f).to_bits()))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::Fp32 => Self::Fp32(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| float(i, v).map(|f| f as f32))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::Fp64 => Self::Fp64(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| float(i, v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::Bytes => Self::Bytes(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) if s.len() <= MAX_BYTES_ELEMENT => {
+                            Ok(s.as_bytes().to_vec())
+                        }
+                        _ => Err(bad(i, v)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// The JSON form: a flat array. Non-finite floats become `null` (JSON has no NaN);
+    /// BYTES become strings (invalid UTF-8 replaced).
+    pub fn to_json(&self) -> Value {
+        fn num(x: f64) -> Value {
+            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+        }
+        let arr: Vec<Value> = match self {
+            Self::Bool(v) => v.iter().map(|b| Value::Bool(*b)).collect(),
+            Self::Uint8(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Uint16(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Uint32(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Uint64(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Int8(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Int16(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Int32(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Int64(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Self::Fp16(v) => v
+                .iter()
+                .map(|b| num(f64::from(half::f16::from_bits(*b).to_f32())))
+                .collect(),
+            // Through the shortest decimal of the f32, so 0.1f32 prints as 0.1.
+            Self::Fp32(v) => v
+                .iter()
+                .map(|x| {
+                    if x.is_finite() {
+                        num(x.to_string().parse().unwrap_or(f64::from(*x)))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect(),
+            Self::Fp64(v) => v.iter().map(|x| num(*x)).collect(),
+            Self::Bytes(v) => v
+                .iter()
+                .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))
+                .collect(),
+        };
+        Value::Array(arr)
+    }
+
+    /// The binary form (OIP binary tensor data extension).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Self::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
+            Self::Uint8(v) => out.extend_from_slice(v),
+            Self::Uint16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Uint32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Uint64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Int8(v) => out.extend(v.iter().map(|x| x.to_le_bytes()[0])),
+            Self::Int16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Int32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Int64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Fp16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Fp32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Fp64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::Bytes(v) => {
+                for b in v {
+                    out.extend((b.len() as u32).to_le_bytes());
+                    out.extend_from_slice(b);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes the binary form of `count` elements of `datatype`.
+    pub fn from_le_bytes(datatype: DataType, b: &[u8], count: usize) -> Result<Self, TensorError> {
+        if count > MAX_ELEMENTS {
+            return Err(TensorError::TooLarge { shape: vec![count] });
+        }
+        if let Some(size) = datatype.size() {
+            let expected = count.saturating_mul(size);
+            if b.len() != expected {
+                return Err(TensorError::BinarySize {
+                    datatype,
+                    count,
+                    expected,
+                    got: b.len(),
+                });
+            }
+        }
+        macro_rules! le {
+            ($variant:ident, $t:ty, $n:expr) => {
+                Self::$variant(
+                    b.chunks_exact($n)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk")))
+                        .collect(),
+                )
+            };
+        }
+        Ok(match datatype {
+            DataType::Bool => Self::Bool(
+                b.iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        _ => Err(TensorError::Value {
+                            index: i,
+                            value: x.to_string(),
+                            datatype,
+                        }),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::Uint8 => Self::Uint8(b.to_vec()),
+            DataType::Uint16 => le!(Uint16, u16, 2),
+            DataType::Uint32 => le!(Uint32, u32, 4),
+            DataType::Uint64 => le!(Uint64, u64, 8),
+            DataType::Int8 => Self::Int8(b.iter().map(|x| i8::from_le_bytes([*x])).collect()),
+            DataType::Int16 => le!(Int16, i16, 2),
+            DataType::Int32 => le!(Int32, i32, 4),
+            DataType::Int64 => le!(Int64, i64, 8),
+            DataType::Fp16 => le!(Fp16, u16, 2),
+            DataType::Fp32 => le!(Fp32, f32, 4),
+            DataType::Fp64 => le!(Fp64, f64, 8),
+            DataType::Bytes => {
+                let mut out = Vec::with_capacity(count.min(1 << 16));
+                let mut rest = b;
+                for i in 0..count {
+                    let (len, tail) = rest.split_at_checked(4).ok_or_else(|| {
+                        TensorError::BadBytes(format!("element {i}: missing length"))
+                    })?;
+                    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                    if len > MAX_BYTES_ELEMENT {
+                        return Err(TensorError::BadBytes(format!(
+                            "element {i} declares {len} bytes (at most {MAX_BYTES_ELEMENT})"
+                        )));
+                    }
+                    let (v, tail) = tail
+                        .split_at_checked(len)
+                        .ok_or_else(|| TensorError::BadBytes(format!("element {i}: truncated")))?;
+                    out.push(v.to_vec());
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    return Err(TensorError::BadBytes(format!(
+                        "{} bytes after the last element",
+                        rest.len()
+                    )));
+                }
+                Self::Bytes(out)
+            }
+        })
+    }
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, cap: usize) -> Result<(), TensorError> {
+    match v {
+        Value::Array(a) => {
+            for x in a {
+                flatten(x, out, cap)?;
+                if out.len() > cap {
+                    return Err(TensorError::Count {
+                        shape: vec![],
+                        expected: cap,
+                        got: out.len(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        x => {
+            out.push(x);
+            Ok(())
+        }
+    }
+}
+
+fn abbreviate(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!("{}…", &s[..s.floor_char_boundary(40)])
+    } else {
+        s
+    }
+}
+
+/// A named tensor with its shape: the unit of inference input and output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Tensor name.
+    pub name: String,
+    /// Concrete shape.
+    pub shape: Vec<usize>,
+    /// Values (`shape` product of them).
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// A tensor; checks the value count against the shape.
+    pub fn new(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        data: TensorData,
+    ) -> Result<Self, TensorError> {
+        let expected = element_count(&shape)?;
+        if data.len() != expected {
+            return Err(TensorError::Count {
+                shape,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self {
+            name: name.into(),
+            shape,
+            data,
+        })
+    }
+
+    /// The datatype.
+    pub fn datatype(&self) -> DataType {
+        self.data.datatype()
+    }
+
+    /// Rows along the first dimension (1 for a scalar).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Elements per row.
+    pub fn row_len(&self) -> usize {
+        self.shape.get(1..).map_or(1, |s| s.iter().product())
+    }
+
+    /// Rows `range` (along the first dimension) as a new tensor.
+    pub fn rows_slice(&self, range: std::ops::Range<usize>) -> Self {
+        let w = self.row_len();
+        let mut shape = self.shape.clone();
+        if let Some(f) = shape.first_mut() {
+            *f = range.len();
+        }
+        Self {
+            name: self.name.clone(),
+            shape,
+            data: self.data.slice(range.start * w..range.end * w),
+        }
+    }
+}
+
+/// The OIP JSON tensor object.
+#[derive(Serialize, Deserialize)]
+struct TensorJson {
+    name: String,
+    datatype: String,
+    shape: Vec<usize>,
+    data: Value,
+}
+
+impl Serialize for Tensor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TensorJson {
+            name: self.name.clone(),
+            datatype: self.datatype().as_str().into(),
+            shape: self.shape.clone(),
+            data: self.data.to_json(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tensor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let j = TensorJson::deserialize(d)?;
+        let dt = DataType::parse(&j.datatype)
+            .ok_or_else(|| D::Error::custom(TensorError::DataType(j.datatype.clone())))?;
+        let n = element_count(&j.shape).map_err(D::Error::custom)?;
+        let data = TensorData::from_json(dt, &j.data, n).map_err(|e| match e {
+            TensorError::Count { expected, got, .. } => D::Error::custom(TensorError::Count {
+                shape: j.shape.clone(),
+                expected,
+                got,
+            }),
+            e => D::Error::custom(e),
+        })?;
+        Ok(Self {
+            name: j.name,
+            shape: j.shape,
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_round_trip_every_datatype() {
+        let cases = [
+            (DataType::Bool, json!([true, false, true, true])),
+            (DataType::Uint8, json!([0, 1, 255, 7])),
+            (DataType::Uint16, json!([0, 1, 65535, 7])),
+            (DataType::Uint32, json!([0, 1, 4294967295u64, 7])),
+            (DataType::Uint64, json!([0, 1, u64::MAX, 7])),
+            (DataType::Int8, json!([-128, 1, 127, 7])),
+            (DataType::Int16, json!([-32768, 1, 32767, 7])),
+            (DataType::Int32, json!([i32::MIN, 1, i32::MAX, 7])),
+            (DataType::Int64, json!([i64::MIN, 1, i64::MAX, 7])),
+            (DataType::Fp16, json!([0.5, -2.0, 1024.0, 0.25])),
+            (DataType::Fp32, json!([0.1, -2.5, 1e30, 3.0])),
+            (DataType::Fp64, json!([0.1, -2.5, 1e300, 3.0])),
+            (DataType::Bytes, json!(["a", "", "héllo", "x"])),
+        ];
+        for (dt, data) in cases {
+            let t: Tensor = serde_json::from_value(
+                json!({"name": "x", "datatype": dt.as_str(), "shape": [2, 2], "data": data}),
+            )
+            .unwrap_or_else(|e| panic!("{dt}: {e}"));
+            assert_eq!(t.datatype(), dt);
+            let back = serde_json::to_value(&t).unwrap();
+            assert_eq!(back["data"], data, "{dt}");
+            let bin = t.data.to_le_bytes();
+            assert_eq!(
+                TensorData::from_le_bytes(dt, &bin, 4).unwrap(),
+                t.data,
+                "{dt}"
+            );
+        }
+    }
+
+    #[test]
+    fn nested_data_flattens_and_counts_are_checked() {
+        let t: Tensor = serde_json::from_value(
+            json!({"name": "x", "datatype": "INT64", "shape": [2, 2], "data": [[1, 2], [3, 4]]}),
+        )
+        .unwrap();
+        assert_eq!(t.data, TensorData::Int64(vec![1, 2, 3, 4]));
+        let e = serde_json::from_value::<Tensor>(
+            json!({"name": "x", "datatype": "INT64", "shape": [2, 2], "data": [1, 2, 3]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs 4 values, got 3"), "{e}");
+        let e = serde_json::from_value::<Tensor>(
+            json!({"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a valid UINT8"), "{e}");
+        let e = serde_json::from_value::<Tensor>(
+            json!({"name": "x", "datatype": "FP32", "shape": [1 << 20, 1 << 20], "data": []}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+        let e = serde_json::from_value::<Tensor>(
+            json!({"name": "x", "datatype": "FLOAT", "shape": [1], "data": [1]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown datatype"), "{e}");
+    }
+
+    #[test]
+    fn binary_sizes_are_checked() {
+        assert!(matches!(
+            TensorData::from_le_bytes(DataType::Fp32, &[0; 7], 2),
+            Err(TensorError::BinarySize { expected: 8, .. })
+        ));
+        assert!(TensorData::from_le_bytes(DataType::Bool, &[2], 1).is_err());
+        assert!(TensorData::from_le_bytes(DataType::Bytes, &[9, 0, 0, 0, 1], 1).is_err());
+        assert!(TensorData::from_le_bytes(DataType::Bytes, &[0, 0, 0, 0, 1], 1).is_err());
+    }
+
+    #[test]
+    fn dims_and_specs() {
+        let s: TensorSpec = serde_json::from_value(
+            json!({"name": "img", "datatype": "FP32", "shape": [-1, 3, "h", "h"]}),
+        )
+        .unwrap();
+        assert!(s.batched());
+        assert!(s.accepts(&[5, 3, 32, 32]));
+        assert!(!s.accepts(&[5, 3, 32, 16]), "one symbol, one value");
+        assert!(!s.accepts(&[5, 1, 32, 32]));
+        assert_eq!(s.sample_len(), None);
+        assert_eq!(s.oip_shape(), vec![-1, 3, -1, -1]);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap()["shape"],
+            json!([-1, 3, "h", "h"])
+        );
+        assert!(
+            serde_json::from_value::<TensorSpec>(
+                json!({"name": "x", "datatype": "FP32", "shape": [-2]})
+            )
+            .is_err()
+        );
+    }
+}
