@@ -73,3 +73,4 @@ pub fn pack_anomaly(key: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 pub mod harness;
+pub mod probe;
