@@ -665,3 +665,109 @@ fn unused_counter_fields_are_reachable() {
     s.admitted.fetch_add(1, Relaxed);
     assert_eq!(s.snapshot().admitted, 1);
 }
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// `device add --tls` and `broker-config mosquitto [--tls]` through the binary.
+#[cfg(unix)]
+#[test]
+fn cli_provisions_tls_devices_and_writes_broker_configs() {
+    use common::{bridge, run, text};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cli = || {
+        let mut c = bridge();
+        c.arg("--data-dir").arg(&data);
+        c
+    };
+    let dev = dir.path().join("gw-1");
+    let o = run(cli()
+        .args(["device", "add", "gw-1", "--tls", "--out"])
+        .arg(&dev));
+    assert!(o.status.success(), "{}", text(&o));
+    let toml = std::fs::read_to_string(dev.join("agent.toml")).unwrap();
+    assert!(
+        toml.contains("url = \"mqtts://127.0.0.1:8883\"")
+            && toml.contains("client_cert = \"client.pem\"")
+    );
+    assert!(!toml.contains("password_file"));
+    for f in ["client.pem", "ca.pem", "password"] {
+        assert!(dev.join(f).exists(), "{f}");
+    }
+    assert_eq!(mode(&dev.join("client.key")), 0o600);
+    assert_eq!(mode(&data.join("ca").join("ca.key")), 0o600);
+    let o = run(cli()
+        .args(["device", "add", "gw-2", "--out"])
+        .arg(dir.path().join("gw-2")));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(cli().args(["device", "add", "outpost-bridge"]));
+    assert!(
+        !o.status.success() && text(&o).contains("reserved"),
+        "{}",
+        text(&o)
+    );
+    let o = run(cli().args([
+        "device",
+        "add",
+        "gw-3",
+        "--tls",
+        "--broker-url",
+        "mqtt://h:1",
+    ]));
+    assert!(
+        !o.status.success() && text(&o).contains("mqtts://"),
+        "{}",
+        text(&o)
+    );
+
+    let plain = dir.path().join("mosq");
+    let o = run(cli()
+        .args(["broker-config", "mosquitto", "--out"])
+        .arg(&plain));
+    assert!(o.status.success(), "{}", text(&o));
+    let passwd = std::fs::read_to_string(plain.join("passwd")).unwrap();
+    assert_eq!(passwd.lines().count(), 2);
+    assert!(passwd.starts_with("gw-1:$7$101$"));
+    let conf = std::fs::read_to_string(plain.join("mosquitto.conf")).unwrap();
+    for want in [
+        "use_username_as_clientid true",
+        "allow_anonymous false",
+        "max_packet_size 131072",
+        "listener 1883 0.0.0.0",
+        "listener 1884 127.0.0.1",
+    ] {
+        assert!(conf.contains(want), "{want}\n{conf}");
+    }
+    assert_eq!(mode(&plain.join("bridge.password")), 0o600);
+    let pw = std::fs::read_to_string(plain.join("bridge.password")).unwrap();
+    // A second run keeps the bridge's password.
+    let o = run(cli()
+        .args([
+            "broker-config",
+            "mosquitto",
+            "--tls",
+            "--tls-name",
+            "mqtt.example",
+            "--out",
+        ])
+        .arg(&plain));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(plain.join("bridge.password")).unwrap(),
+        pw
+    );
+    let conf = std::fs::read_to_string(plain.join("mosquitto.conf")).unwrap();
+    for want in [
+        "require_certificate true",
+        "use_identity_as_username true",
+        "listener 8883 0.0.0.0",
+        "server.pem",
+    ] {
+        assert!(conf.contains(want), "{want}\n{conf}");
+    }
+    assert_eq!(mode(&plain.join("server.key")), 0o600);
+}

@@ -392,21 +392,32 @@ where
 {
     let mut out = BytesMut::new();
     loop {
+        // Packets before a refused one still go (they were allowed); nothing of the
+        // refused packet or after it does.
+        let mut end = None;
         loop {
             match frame::next_frame(&mut buf, max) {
                 Ok(Some(f)) => match session.inspect(f, max) {
                     Ok(bytes) => out.extend_from_slice(&bytes),
-                    // Nothing of a refused packet is forwarded.
-                    Err(refusal) => return End::Refused(refusal),
+                    Err(refusal) => {
+                        end = Some(End::Refused(refusal));
+                        break;
+                    }
                 },
                 Ok(None) => break,
-                Err(e) => return End::Frame(e, "client"),
+                Err(e) => {
+                    end = Some(End::Frame(e, "client"));
+                    break;
+                }
             }
         }
         if !out.is_empty() && (w.write_all(&out).await.is_err() || w.flush().await.is_err()) {
             return End::Closed;
         }
         out.clear();
+        if let Some(end) = end {
+            return end;
+        }
         match r.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return End::Closed,
             Ok(_) => {}
@@ -427,11 +438,15 @@ where
         }
         // Forward every whole frame at once; keep a partial one for the next read.
         let mut whole = 0;
+        let mut end = None;
         loop {
             match frame::frame_len(buf.get(whole..).unwrap_or_default(), max) {
                 Ok(Some(n)) => whole += n,
                 Ok(None) => break,
-                Err(e) => return End::Frame(e, "broker"),
+                Err(e) => {
+                    end = Some(End::Frame(e, "broker"));
+                    break;
+                }
             }
         }
         if whole > 0 {
@@ -440,5 +455,71 @@ where
                 return End::Closed;
             }
         }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::mqttbytes::QoS;
+    use rumqttc::mqttbytes::v4::{Packet, Publish};
+
+    fn publish(topic: &str, len: usize) -> BytesMut {
+        let mut b = BytesMut::new();
+        Packet::Publish(Publish::new(topic, QoS::AtMostOnce, vec![1u8; len]))
+            .write(&mut b, usize::MAX)
+            .unwrap();
+        b
+    }
+
+    #[tokio::test]
+    async fn broker_to_client_forwards_whole_frames_then_stops_at_the_cap() {
+        let (mut broker, mut from_broker) = tokio::io::duplex(1 << 16);
+        let (mut to_client, mut client) = tokio::io::duplex(1 << 16);
+        let small = publish("outpost/v1/dev/a/ack", 10);
+        let mut sent = small.clone();
+        sent.extend_from_slice(&small);
+        sent.extend_from_slice(&publish("outpost/v1/dev/a/bundle/resp", 5000));
+        broker.write_all(&sent).await.unwrap();
+        let end = broker_to_client(&mut from_broker, &mut to_client, 4096).await;
+        assert!(matches!(
+            end,
+            End::Frame(FrameError::TooLarge { max: 4096, .. }, "broker")
+        ));
+        drop(to_client);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 2 * small.len());
+    }
+
+    #[tokio::test]
+    async fn client_to_broker_forwards_allowed_packets_before_a_refusal() {
+        let session = Session {
+            identity: Some(Identity::Device("a".into())),
+            client_id: "a".into(),
+        };
+        let own = publish("outpost/v1/dev/a/state", 3);
+        let mut sent = own.clone();
+        sent.extend_from_slice(&publish("outpost/v1/dev/b/state", 3));
+        sent.extend_from_slice(&own);
+        let (mut client, mut from_client) = tokio::io::duplex(1 << 16);
+        let (mut to_broker, mut broker) = tokio::io::duplex(1 << 16);
+        client.write_all(&sent).await.unwrap();
+        let end = client_to_broker(
+            &mut from_client,
+            BytesMut::new(),
+            &mut to_broker,
+            &session,
+            4096,
+        )
+        .await;
+        assert!(matches!(end, End::Refused(Refusal::Denied(_))));
+        drop(to_broker);
+        let mut got = Vec::new();
+        broker.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, own.to_vec());
     }
 }
