@@ -46,7 +46,9 @@ cli_err!(
     crate::devices::DeviceError,
     crate::fleet::FleetError,
     crate::export::ExportError,
-    crate::server::ServeError
+    crate::server::ServeError,
+    crate::broker::tls::TlsError,
+    crate::broker::external::ExternalError
 );
 
 /// The local data directory opened for commands.

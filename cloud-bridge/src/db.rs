@@ -13,7 +13,7 @@
 //! model_counters(name PK, last_version)   -- versions are never reused, even after deletes
 //! model_refusals(id, name, at, by, reason)
 //! devices(id PK, target, tags JSON, created_at, last_seen, online, state JSON,
-//!         cred_hash, directive_seq)
+//!         cred_hash, directive_seq, mosquitto_hash)   -- mosquitto_hash: `$7$`, may be NULL
 //! device_tags(device, key, value)
 //! records(device, stream, seq, ts_ms, received_ms, body)  PK(device, stream, seq)
 //! captures(device, seq PK…, ts_ms, model, version, bundle, reason, label, confidence,
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS model_refusals (id INTEGER PRIMARY KEY, name TEXT NOT
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, target TEXT NOT NULL, tags TEXT NOT NULL, created_at INTEGER NOT NULL,
     last_seen INTEGER, online INTEGER NOT NULL DEFAULT 0, state TEXT,
-    cred_hash TEXT, directive_seq INTEGER NOT NULL DEFAULT 0);
+    cred_hash TEXT, directive_seq INTEGER NOT NULL DEFAULT 0, mosquitto_hash TEXT);
 CREATE TABLE IF NOT EXISTS device_tags (device TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS device_tags_kv ON device_tags (key, value);
 CREATE TABLE IF NOT EXISTS records (
@@ -129,13 +129,7 @@ impl Db {
         let path = data_dir.join("bridge.db");
         let c = connect(&path)?;
         c.execute_batch(SCHEMA)?;
-        // Added after the first release: databases created before get the column.
-        let has_contract: bool = c
-            .prepare("SELECT 1 FROM pragma_table_info('models') WHERE name = 'contract'")?
-            .exists([])?;
-        if !has_contract {
-            c.execute_batch("ALTER TABLE models ADD COLUMN contract TEXT")?;
-        }
+        migrate(&c)?;
         Ok(Self {
             path,
             shared: Arc::new(Mutex::new(c)),
@@ -156,6 +150,36 @@ impl Db {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Columns added after a table was first created (`CREATE TABLE IF NOT EXISTS` leaves
+/// an existing table as it is).
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        let mut q = c.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = q.query_map([], |r| r.get::<_, String>(1))?;
+        for n in names {
+            if n? == column {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    // Columns added after the first release.
+    for (table, column, ty) in [
+        ("devices", "mosquitto_hash", "TEXT"),
+        ("models", "contract", "TEXT"),
+    ] {
+        if !has(table, column)?
+            && let Err(e) =
+                c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+            // Another process migrating at the same moment is fine.
+            && !has(table, column)?
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Unix seconds.

@@ -1,8 +1,10 @@
 //! Devices: provisioning, credentials, tags, reported state and presence.
 //!
 //! `add` issues a device's files: `agent.toml` (device id, broker, credentials), a
-//! `password` file (0600) and `trust/{key_id}.pub`. Only a salted SHA-256 of the password
-//! is kept here. Devices that connect without being provisioned (an open broker) are
+//! `password` file (0600) and `trust/{key_id}.pub`, and with the bridge's CA a client
+//! certificate (`client.pem`, `client.key` 0600, `ca.pem`; CN = device id). Only a salted
+//! SHA-256 of the password is kept here, plus the `$7$` hash mosquitto needs for its
+//! password file (`crate::broker::external`). Devices that connect without being provisioned (an open broker) are
 //! recorded on first contact as `discovered`.
 
 use std::collections::BTreeMap;
@@ -32,6 +34,15 @@ pub enum DeviceError {
     /// Unknown device.
     #[error("device {0} not found")]
     NotFound(String),
+    /// The id belongs to the bridge.
+    #[error("device id {0:?} is reserved for the bridge")]
+    Reserved(String),
+    /// A TLS configuration was asked for with a plain broker URL.
+    #[error("--tls needs an mqtts:// broker URL, not {0:?}")]
+    NotTlsUrl(String),
+    /// The certificate could not be issued.
+    #[error(transparent)]
+    Tls(#[from] crate::broker::tls::TlsError),
     /// Files could not be written.
     #[error("writing {path}: {source}")]
     Io {
@@ -76,6 +87,18 @@ pub struct Provisioned {
     /// The password (shown once).
     #[serde(skip)]
     pub password: String,
+    /// Whether a client certificate was issued.
+    pub certificate: bool,
+}
+
+/// Certificates at provisioning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CertOptions<'a> {
+    /// Issue `client.pem`/`client.key`/`ca.pem` from this CA.
+    pub ca: Option<&'a crate::broker::tls::Ca>,
+    /// Write an `agent.toml` that connects with mutual TLS (needs `ca` and an
+    /// `mqtts://` URL).
+    pub use_tls: bool,
 }
 
 /// Parses `k=v` tags.
@@ -118,7 +141,30 @@ pub fn check_credentials(c: &Connection, id: &str, password: &str) -> bool {
     matches!(stored, Some(Some(h)) if h == cred_hash(id, password))
 }
 
-/// Provisions a device and writes its files into `out`.
+/// Whether `id` is a provisioned device (has credentials).
+pub fn is_provisioned(c: &Connection, id: &str) -> bool {
+    c.query_row(
+        "SELECT 1 FROM devices WHERE id = ?1 AND cred_hash IS NOT NULL",
+        [id],
+        |_| Ok(()),
+    )
+    .optional()
+    .ok()
+    .flatten()
+    .is_some()
+}
+
+/// Every provisioned device with its mosquitto password hash (None: provisioned before
+/// the hash was stored), by id.
+pub fn mosquitto_hashes(c: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+    let mut q = c.prepare(
+        "SELECT id, mosquitto_hash FROM devices WHERE cred_hash IS NOT NULL ORDER BY id",
+    )?;
+    let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Provisions a device and writes its files into `out` (no certificate).
 #[allow(clippy::too_many_arguments)]
 pub fn add(
     c: &Connection,
@@ -131,8 +177,44 @@ pub fn add(
     out: &Path,
     actor: &str,
 ) -> Result<Provisioned, DeviceError> {
+    add_with(
+        c,
+        audit,
+        id,
+        tags,
+        target,
+        broker_url,
+        trust_key,
+        out,
+        actor,
+        CertOptions::default(),
+    )
+}
+
+/// Provisions a device and writes its files into `out`, with a client certificate
+/// when `certs.ca` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn add_with(
+    c: &Connection,
+    audit: &Audit,
+    id: &str,
+    tags: &[String],
+    target: &str,
+    broker_url: &str,
+    trust_key: &PublicKey,
+    out: &Path,
+    actor: &str,
+    certs: CertOptions<'_>,
+) -> Result<Provisioned, DeviceError> {
     if !valid_device_id(id) {
         return Err(DeviceError::BadId(id.into()));
+    }
+    // A device with the bridge's id could take over the bridge's session.
+    if id == crate::broker::BRIDGE_ID {
+        return Err(DeviceError::Reserved(id.into()));
+    }
+    if certs.use_tls && !broker_url.starts_with("mqtts://") {
+        return Err(DeviceError::NotTlsUrl(broker_url.into()));
     }
     let tags = parse_tags(tags)?;
     let exists: i64 = c.query_row(
@@ -151,25 +233,44 @@ pub fn add(
     crate::fsutil::write_secret_new(&pw_path, password.as_bytes()).map_err(io(pw_path.clone()))?;
     let key_path = out.join("trust").join(format!("{}.pub", trust_key.id()));
     std::fs::write(&key_path, trust_key.to_file_contents()).map_err(io(key_path.clone()))?;
+    let certificate = match certs.ca {
+        Some(ca) => {
+            ca.write_device_files(id, out)?;
+            true
+        }
+        None if certs.use_tls => {
+            return Err(crate::broker::tls::TlsError::BadId(id.into()).into());
+        }
+        None => false,
+    };
     let tag_lines: String = tags.iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect();
+    // With TLS the certificate is the credential (its CN is the device id).
+    let credentials = if certs.use_tls {
+        "ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"\n"
+            .to_owned()
+    } else {
+        format!("username = \"{id}\"\npassword_file = \"password\"\n")
+    };
     let toml = format!(
         "# Outpost agent configuration for {id}, issued by outpost-bridge.\n\
          device_id = \"{id}\"\ndata_dir = \"/var/lib/outpost\"\ntrust_dir = \"trust\"\n\n\
          [tags]\ntarget = \"{target}\"\n{tag_lines}\n\
-         [broker]\nurl = \"{broker_url}\"\nusername = \"{id}\"\npassword_file = \"password\"\n\n\
+         [broker]\nurl = \"{broker_url}\"\n{credentials}\n\
          [sensor]\nkind = \"adxl345\"\ni2c_bus = \"/dev/i2c-1\"\n"
     );
     let cfg_path = out.join("agent.toml");
     std::fs::write(&cfg_path, toml).map_err(io(cfg_path.clone()))?;
     c.execute(
-        "INSERT INTO devices (id, target, tags, created_at, cred_hash) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(id) DO UPDATE SET target = ?2, tags = ?3, cred_hash = ?5",
+        "INSERT INTO devices (id, target, tags, created_at, cred_hash, mosquitto_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET target = ?2, tags = ?3, cred_hash = ?5, mosquitto_hash = ?6",
         params![
             id,
             target,
             serde_json::to_string(&tags).unwrap_or_default(),
             crate::db::now() as i64,
-            cred_hash(id, &password)
+            cred_hash(id, &password),
+            crate::broker::external::mosquitto_hash(&password)
         ],
     )?;
     set_tags(c, id, &tags)?;
@@ -179,12 +280,13 @@ pub fn add(
         "device.add",
         id,
         "",
-        &serde_json::json!({"target": target, "tags": tags}),
+        &serde_json::json!({"target": target, "tags": tags, "certificate": certificate}),
     )?;
     Ok(Provisioned {
         id: id.into(),
         dir: out.to_path_buf(),
         password,
+        certificate,
     })
 }
 

@@ -84,6 +84,33 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Write a configuration for an external broker (devices confined to their topics).
+    BrokerConfig {
+        #[command(subcommand)]
+        cmd: BrokerConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BrokerConfigCmd {
+    /// mosquitto.conf, ACL and password files for every provisioned device.
+    Mosquitto {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Mutual TLS for devices (client certificates from the bridge's CA).
+        #[arg(long)]
+        tls: bool,
+        /// Devices' listener (default 0.0.0.0:1883, or :8883 with --tls).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The bridge's listener.
+        #[arg(long, default_value = "127.0.0.1:1884")]
+        bridge_listen: SocketAddr,
+        /// Extra server certificate name (repeatable).
+        #[arg(long = "tls-name")]
+        tls_names: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -103,6 +130,18 @@ struct ServeArgs {
     /// Let devices connect to the embedded broker without credentials.
     #[arg(long)]
     no_broker_auth: bool,
+    /// Embedded broker: mutual-TLS listener (client certificates from the bridge's CA).
+    #[arg(long)]
+    mqtt_tls_listen: Option<SocketAddr>,
+    /// Embedded broker: extra TLS server certificate name (repeatable).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// Embedded broker: largest MQTT packet in bytes (AWS IoT Core: 131072).
+    #[arg(long, default_value_t = 131_072)]
+    max_packet_bytes: usize,
+    /// Embedded broker: most connections at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
     /// HTTP API listen address ("" disables).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
@@ -270,7 +309,8 @@ struct RegisterArgs {
 
 #[derive(Subcommand)]
 enum DeviceCmd {
-    /// Provision a device: writes agent.toml, password (0600) and trust/ into --out.
+    /// Provision a device: writes agent.toml, password (0600), trust/ and a client
+    /// certificate (client.pem, client.key 0600, ca.pem) into --out.
     Add {
         /// Device id.
         id: String,
@@ -283,9 +323,13 @@ enum DeviceCmd {
         /// Output directory (default DATA_DIR/provisioned/ID).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Broker URL for the device.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker_url: String,
+        /// Broker URL for the device (default mqtt://127.0.0.1:1883, or
+        /// mqtts://127.0.0.1:8883 with --tls).
+        #[arg(long)]
+        broker_url: Option<String>,
+        /// Connect with mutual TLS (the device certificate is the credential).
+        #[arg(long)]
+        tls: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -502,6 +546,38 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => pack(*a),
         Cmd::Model { cmd } => model(cli.data_dir, who, cmd),
         Cmd::Device { cmd } => device(cli.data_dir, who, cmd),
+        Cmd::BrokerConfig {
+            cmd:
+                BrokerConfigCmd::Mosquitto {
+                    out,
+                    tls,
+                    listen,
+                    bridge_listen,
+                    tls_names,
+                },
+        } => {
+            use outpost_bridge::broker::external::{self, MosquittoOptions};
+            let l = Local::open(&cli.data_dir)?;
+            let mut opts = MosquittoOptions::new(tls);
+            opts.device_listen = listen.unwrap_or(opts.device_listen);
+            opts.bridge_listen = bridge_listen;
+            opts.tls_names = tls_names;
+            let f = external::write_mosquitto(&l.db.lock(), &cli.data_dir, &out, &opts)?;
+            println!(
+                "wrote {} ({} devices); run the bridge with --broker mqtt://{} --broker-user outpost-bridge --broker-password-file {}",
+                f.config.display(),
+                f.devices.len(),
+                opts.bridge_listen,
+                f.bridge_password_file.display()
+            );
+            if !f.skipped.is_empty() && !tls {
+                eprintln!(
+                    "warning: no mosquitto password hash for {} (provisioned before it was stored; re-provision them or use --tls)",
+                    f.skipped.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Deploy { cmd } => deploy(cli.data_dir, who, cmd),
         Cmd::Audit {
             verify,
@@ -728,6 +804,11 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
                 .map_err(|_| CliError(format!("--http {:?} is not host:port", a.http)))?,
         )
     };
+    cfg.gate.tls_listen = a.mqtt_tls_listen;
+    cfg.gate.tls_names = a.tls_names;
+    cfg.gate.max_packet_bytes = a.max_packet_bytes;
+    cfg.gate.max_connections = a.max_connections;
+    cfg.gate.validate().map_err(|e| CliError(e.to_string()))?;
     cfg.webhooks = a.webhooks;
     cfg.device_broker_url = a.device_broker_url;
     cfg.chunk_rate = a.chunk_rate;
@@ -950,24 +1031,36 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
             target,
             out,
             broker_url,
+            tls,
             json,
         } => {
             let key = l.key()?;
             let out = out.unwrap_or_else(|| data_dir.join("provisioned").join(&id));
-            let p = outpost_bridge::devices::add(
+            let ca = outpost_bridge::broker::tls::Ca::load_or_create(&data_dir)
+                .map_err(|e| CliError(e.to_string()))?;
+            let default_url = if tls {
+                "mqtts://127.0.0.1:8883"
+            } else {
+                "mqtt://127.0.0.1:1883"
+            };
+            let p = outpost_bridge::devices::add_with(
                 &l.db.lock(),
                 &l.audit,
                 &id,
                 &tags,
                 &target,
-                &broker_url,
+                broker_url.as_deref().unwrap_or(default_url),
                 &key.public_key(),
                 &out,
                 &who,
+                outpost_bridge::devices::CertOptions {
+                    ca: Some(&ca),
+                    use_tls: tls,
+                },
             )?;
             output(json, &serde_json::json!({"id": p.id, "dir": p.dir}), || {
                 format!(
-                    "provisioned {}: copy {} to the device (agent.toml, password, trust/)",
+                    "provisioned {}: copy {} to the device (agent.toml, password, trust/, client.pem, client.key, ca.pem)",
                     p.id,
                     p.dir.display()
                 )

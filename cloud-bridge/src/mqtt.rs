@@ -59,7 +59,7 @@ pub fn start(
     watch::Receiver<bool>,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let mut o = MqttOptions::new("outpost-bridge", &conn.host, conn.port);
+    let mut o = MqttOptions::new(crate::broker::BRIDGE_ID, &conn.host, conn.port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(1 << 20, 1 << 20);
     o.set_clean_session(true);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::audit::Audit;
-use crate::broker::{self, AuthFn, BrokerError};
+use crate::broker::{self, Authenticator, BrokerError, GateConfig, GateStats, Identity};
 use crate::bundles::{BundleStore, FsBundleStore};
 use crate::db::{Db, DbError};
 use crate::events::{EventBus, MqttOut};
@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub cache_bytes: usize,
     /// Rollout engine tick.
     pub fleet_tick: Duration,
+    /// The embedded broker's gate (limits, optional TLS listener).
+    pub gate: GateConfig,
 }
 
 impl ServeConfig {
@@ -78,6 +80,7 @@ impl ServeConfig {
             chunk_rate: 200.0,
             cache_bytes: 256 << 20,
             fleet_tick: Duration::from_millis(250),
+            gate: GateConfig::default(),
         }
     }
 }
@@ -133,6 +136,10 @@ pub struct Bridge {
     pub key: Arc<SigningKey>,
     /// Broker address (host, port).
     pub broker: (String, u16),
+    /// The embedded broker's TLS listener, if any.
+    pub broker_tls: Option<SocketAddr>,
+    /// The embedded broker's gate counters (None with an external broker).
+    pub gate: Option<Arc<GateStats>>,
     /// Where the API listens.
     pub http_addr: Option<SocketAddr>,
     /// Whether the bridge's MQTT client is connected.
@@ -168,22 +175,33 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     )?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let mut gate_tasks = Vec::new();
 
     let secret = crate::devices::random_secret();
+    let mut gate_stats = None;
+    let mut broker_tls = None;
     let (conn, device_url) = match &cfg.broker {
         BrokerChoice::Embedded { listen, auth } => {
-            let check: Option<AuthFn> = auth.then(|| {
-                let db = db.clone();
-                let secret = secret.clone();
-                Arc::new(move |client: &str, user: &str, pass: &str| {
-                    (client == "outpost-bridge" && user == "outpost-bridge" && pass == secret)
-                        || (client == user
-                            && crate::devices::check_credentials(&db.lock(), user, pass))
-                }) as AuthFn
+            let check: Option<Arc<dyn Authenticator>> = auth.then(|| {
+                Arc::new(RegistryAuth {
+                    db: db.clone(),
+                    bridge_secret: secret.clone(),
+                }) as Arc<dyn Authenticator>
             });
-            let b = broker::start(*listen, check)?;
-            tracing::info!(addr = %b.addr, auth, "embedded MQTT broker listening");
-            let creds = auth.then(|| ("outpost-bridge".to_owned(), secret.clone()));
+            let ca = match cfg.gate.tls_listen {
+                Some(_) => Some(
+                    crate::broker::tls::Ca::load_or_create(&cfg.data_dir)
+                        .map_err(BrokerError::from)?,
+                ),
+                None => None,
+            };
+            let b =
+                broker::start(*listen, &cfg.gate, check, ca.as_ref(), shutdown_rx.clone()).await?;
+            tracing::info!(addr = %b.addr, tls = ?b.tls_addr, auth, "embedded MQTT broker listening");
+            gate_stats = Some(b.stats.clone());
+            broker_tls = b.tls_addr;
+            gate_tasks = b.tasks;
+            let creds = auth.then(|| (broker::BRIDGE_ID.to_owned(), secret.clone()));
             (
                 mqtt::Connection {
                     host: b.addr.ip().to_string(),
@@ -232,7 +250,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         state_changed.clone(),
     );
 
-    let mut tasks = Vec::new();
+    let mut tasks = gate_tasks;
     tasks.push(tokio::spawn(ingest::run(
         db.clone(),
         ingest_rx,
@@ -286,6 +304,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             data_dir: cfg.data_dir.clone(),
             fleet: fleet.clone(),
             counters: Some((server.clone(), ingest_stats.clone())),
+            gate: gate_stats.clone(),
         };
         tasks.push(tokio::spawn(api::serve(l, st, shutdown_rx.clone())));
     }
@@ -298,6 +317,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         ingest: ingest_stats,
         key,
         broker: (conn.host, conn.port),
+        broker_tls,
+        gate: gate_stats,
         http_addr,
         connected,
         out: out_tx,
@@ -305,6 +326,48 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         shutdown,
         tasks,
     })
+}
+
+/// Who may connect to the embedded broker: provisioned devices (password, or a client
+/// certificate from the bridge's CA on the TLS listener) and the bridge itself (a secret
+/// made at start-up).
+pub struct RegistryAuth {
+    db: Db,
+    bridge_secret: String,
+}
+
+impl RegistryAuth {
+    /// Devices from `db`; the bridge (user [`broker::BRIDGE_ID`]) with `bridge_secret`.
+    pub fn new(db: Db, bridge_secret: String) -> Self {
+        Self { db, bridge_secret }
+    }
+}
+
+impl Authenticator for RegistryAuth {
+    fn authenticate(
+        &self,
+        _client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        cert_identity: Option<&str>,
+    ) -> Option<Identity> {
+        if let Some(cn) = cert_identity {
+            // The certificate is the credential; a username, if sent, must agree with it.
+            if username.is_some_and(|u| u != cn) {
+                return None;
+            }
+            return crate::devices::is_provisioned(&self.db.lock(), cn)
+                .then(|| Identity::Device(cn.to_owned()));
+        }
+        let user = username?;
+        let pass = std::str::from_utf8(password?).ok()?;
+        if user == broker::BRIDGE_ID {
+            return broker::ct_eq(pass.as_bytes(), self.bridge_secret.as_bytes())
+                .then_some(Identity::Bridge);
+        }
+        crate::devices::check_credentials(&self.db.lock(), user, pass)
+            .then(|| Identity::Device(user.to_owned()))
+    }
 }
 
 /// Checks fleet drift every two seconds and raises alerts (see [`crate::drift::Alerter`]).

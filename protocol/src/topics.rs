@@ -1,6 +1,7 @@
 //! The MQTT topic layout. Everything lives under `outpost/v1/`; each device owns the
-//! subtree `outpost/v1/dev/{device_id}/`, so a broker ACL of
-//! `pattern readwrite outpost/v1/dev/%c/#` confines a device to its own topics.
+//! subtree `outpost/v1/dev/{device_id}/`: it publishes only the agent → bridge topics
+//! below and subscribes only to its bridge → agent topics (the bridge's broker gate and
+//! the generated mosquitto ACL enforce exactly that; see `docs/brokers.md`).
 //!
 //! | topic                                   | direction      | retained | payload |
 //! |-----------------------------------------|----------------|----------|---------|

@@ -201,8 +201,9 @@ pub async fn add_device(
         .target
         .unwrap_or_else(|| "aarch64-unknown-linux-gnu".into());
     let out = st.data_dir.join("provisioned").join(&req.id);
+    let ca = crate::broker::tls::Ca::load_or_create(&st.data_dir).map_err(ApiError::internal)?;
     let c = st.db.lock();
-    let p = crate::devices::add(
+    let p = crate::devices::add_with(
         &c,
         &st.audit,
         &req.id,
@@ -212,9 +213,15 @@ pub async fn add_device(
         &st.public_key,
         &out,
         &actor,
+        crate::devices::CertOptions {
+            ca: Some(&ca),
+            use_tls: false,
+        },
     )
     .map_err(|e| match e {
-        DeviceError::BadId(_) | DeviceError::BadTag(_) => ApiError::invalid(e.to_string()),
+        DeviceError::BadId(_) | DeviceError::BadTag(_) | DeviceError::Reserved(_) => {
+            ApiError::invalid(e.to_string())
+        }
         DeviceError::Exists(_) => ApiError::conflict(e.to_string()),
         e => ApiError::internal(e),
     })?;
@@ -227,6 +234,9 @@ pub async fn add_device(
             "agent_toml": agent_toml,
             "password": p.password,
             "trust": { format!("{}.pub", st.public_key.id()): trust },
+            "client_cert": std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_CERT_FILE)).map_err(ApiError::internal)?,
+            "client_key": std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_KEY_FILE)).map_err(ApiError::internal)?,
+            "ca": ca.pem(),
         })),
     )
         .into_response())
@@ -509,7 +519,8 @@ pub async fn stats(State(st): State<ApiState>, h: HeaderMap) -> Result<Response,
             "duplicates": ingest.duplicates.load(Relaxed),
             "rejected": ingest.rejected.load(Relaxed),
             "wire_bytes": ingest.wire_bytes.load(Relaxed),
-        }
+        },
+        "gate": st.gate.as_ref().map(|g| g.snapshot()),
     }))
     .into_response())
 }

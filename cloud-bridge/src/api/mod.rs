@@ -48,6 +48,9 @@ pub struct ApiState {
         std::sync::Arc<crate::serving::BundleServer>,
         std::sync::Arc<crate::ingest::IngestStats>,
     )>,
+    /// The embedded broker's gate counters (None outside `serve` or with an external
+    /// broker).
+    pub gate: Option<std::sync::Arc<crate::broker::GateStats>>,
 }
 
 /// An API error response.

@@ -74,3 +74,4 @@ pub fn pack_anomaly(key: &Path, out: &Path, extra: &[&str]) -> Output {
 
 pub mod harness;
 pub mod http;
+pub mod probe;
