@@ -15,6 +15,8 @@ Outputs (committed; `cargo test` never needs Python):
                               batch-1 example): tract cannot optimise it with a symbolic
                               batch, so Outpost serves it one sample per run
   fixed-batch/reference.json  onnxruntime outputs for single samples
+  unsupported-op/model.onnx   a graph with an operator nobody implements (com.example
+                              FancyNorm), for `model inspect`
 Seeded: re-running reproduces the files on the pinned versions.
 """
 
@@ -112,8 +114,27 @@ def fixed_batch(rng):
     reference(path, "fixed-batch", cases, "features", "probabilities")
 
 
+def unsupported_op():
+    """A graph using an operator no runtime here knows, to show `model inspect` naming it."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("FancyNorm", ["r"], ["y"], name="fancy_norm_1", domain="com.example"),
+    ]
+    graph = helper.make_graph(
+        nodes, "unsupported_op",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("com.example", 1)],
+                              producer_name="outpost-generate-extra")
+    model.ir_version = 8
+    os.makedirs(os.path.join(HERE, "unsupported-op"), exist_ok=True)
+    onnx.save(model, os.path.join(HERE, "unsupported-op", "model.onnx"))
+
+
 if __name__ == "__main__":
     rng = np.random.default_rng(SEED)
     cnn_dynamic(rng)
     fixed_batch(rng)
-    print("wrote cnn-dynamic/ and fixed-batch/")
+    unsupported_op()
+    print("wrote cnn-dynamic/, fixed-batch/ and unsupported-op/")
