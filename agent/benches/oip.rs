@@ -80,8 +80,9 @@ async fn send(s: &mut Sender, body: &Body) {
         .body(Full::new(Bytes::from(body.bytes.clone())))
         .unwrap();
     let resp = s.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let status = resp.status();
     let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
     std::hint::black_box(b);
 }
 

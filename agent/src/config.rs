@@ -6,6 +6,7 @@
 //! device_id = "gw-0001"
 //! data_dir = "/var/lib/outpost"
 //! trust_dir = "/etc/outpost/trust"
+//! key_file = "/etc/outpost/device.key"   # seals every message (issued by `device add`)
 //! tags = { target = "aarch64-unknown-linux-gnu" }
 //!
 //! [broker]
@@ -15,6 +16,7 @@
 //! # ca_file = "ca.pem"; client_cert = "gw.pem"; client_key = "gw.key"
 //! reconnect_min_ms = 250
 //! reconnect_max_ms = 30000
+//! max_packet_bytes = 131072  # AWS IoT Core's limit; raise for brokers that allow more
 //!
 //! [update]
 //! window = 8                 # chunk requests in flight
@@ -36,7 +38,7 @@
 //!
 //! [sync]
 //! batch_records = 500
-//! batch_bytes = 262144
+//! batch_bytes = 98304       # raw bytes; must fit broker.max_packet_bytes - 4 KiB
 //! linger_ms = 500
 //! window = 4                 # batches in flight per stream
 //! ack_timeout_ms = 10000
@@ -143,6 +145,9 @@ pub struct BrokerConfig {
     pub reconnect_min: Duration,
     /// Reconnect delay cap.
     pub reconnect_max: Duration,
+    /// Largest MQTT packet sent or accepted (default 131072: AWS IoT Core's and many
+    /// hosted brokers' limit; the bridge registers no bundle whose chunks would not fit).
+    pub max_packet_bytes: usize,
 }
 
 /// Update behaviour.
@@ -243,6 +248,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Directory of trusted public keys.
     pub trust_dir: PathBuf,
+    /// The device's own signing key (seals every message it publishes); issued by
+    /// `outpost-bridge device add`.
+    pub key_file: Option<PathBuf>,
     /// Device tags reported to the bridge.
     pub tags: BTreeMap<String, String>,
     /// Broker.
@@ -277,6 +285,7 @@ struct RawConfig {
     device_id: Option<String>,
     data_dir: Option<PathBuf>,
     trust_dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
     log: Option<String>,
@@ -388,6 +397,7 @@ struct RawBroker {
     client_key: Option<PathBuf>,
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
+    max_packet_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -445,6 +455,7 @@ impl AgentConfig {
                 "OUTPOST_DEVICE_ID" => raw.device_id = Some(v),
                 "OUTPOST_DATA_DIR" => raw.data_dir = Some(v.into()),
                 "OUTPOST_TRUST_DIR" => raw.trust_dir = Some(v.into()),
+                "OUTPOST_KEY_FILE" => raw.key_file = Some(v.into()),
                 "OUTPOST_BROKER_URL" => raw.broker.url = Some(v),
                 "OUTPOST_API_HTTP" => raw.api.http = Some(v),
                 "OUTPOST_LOG" => raw.log = Some(v),
@@ -525,6 +536,13 @@ impl AgentConfig {
             return Err(invalid(
                 "broker.ca_file",
                 "TLS files given but the URL is not mqtts://",
+            ));
+        }
+        let max_packet_bytes = b.max_packet_bytes.unwrap_or(128 * 1024);
+        if !(16 * 1024..=16 << 20).contains(&max_packet_bytes) {
+            return Err(invalid(
+                "broker.max_packet_bytes",
+                "must be within 16 KiB..=16 MiB",
             ));
         }
         let keep_alive = Duration::from_secs(b.keep_alive_secs.unwrap_or(30));
@@ -649,17 +667,22 @@ impl AgentConfig {
         let y = raw.sync;
         let sync = SyncConfig {
             max_records: y.batch_records.unwrap_or(500),
-            max_bytes: y.batch_bytes.unwrap_or(256 * 1024),
+            max_bytes: y.batch_bytes.unwrap_or(96 * 1024),
             linger_ms: y.linger_ms.unwrap_or(500),
             window: y.window.unwrap_or(4),
             ack_timeout_ms: y.ack_timeout_ms.unwrap_or(10_000),
         };
+        // A batch is sent whole; zstd never grows data by more than a few hundred bytes,
+        // so raw size + 4 KiB (frame, seal, MQTT header) must fit the packet limit.
         if !(1..=10_000).contains(&sync.max_records)
-            || !(1024..=384 * 1024).contains(&sync.max_bytes)
+            || !(1024..=max_packet_bytes.saturating_sub(4096)).contains(&sync.max_bytes)
         {
             return Err(invalid(
                 "sync.batch_records",
-                "batch_records must be 1..=10000 and batch_bytes 1 KiB..=384 KiB (fits the MQTT packet limit)",
+                format!(
+                    "batch_records must be 1..=10000 and batch_bytes 1 KiB..={} (broker.max_packet_bytes - 4 KiB)",
+                    max_packet_bytes.saturating_sub(4096)
+                ),
             ));
         }
         if !(1..=64).contains(&sync.window) || sync.ack_timeout_ms < 100 {
@@ -731,6 +754,7 @@ impl AgentConfig {
             device_id,
             data_dir,
             trust_dir,
+            key_file: raw.key_file.map(rel),
             tags: raw.tags,
             broker: BrokerConfig {
                 host,
@@ -744,6 +768,7 @@ impl AgentConfig {
                 client_key: b.client_key.map(rel),
                 reconnect_min,
                 reconnect_max,
+                max_packet_bytes,
             },
             update: UpdateConfig {
                 window,

@@ -3,6 +3,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`config`] | typed, validated configuration |
+//! | [`identity`] | the device key and counter that seal every message it publishes |
 //! | [`link`] | the MQTT connection (rumqttc) |
 //! | [`update`] | directives, chunked pull, A/B install, probation, rollback |
 //! | [`models`] | the active models (tract via `outpost-inference`), their counters |
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod drift;
+pub mod identity;
 pub mod link;
 pub mod models;
 pub mod pipeline;

@@ -24,10 +24,7 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 
 use crate::config::BrokerConfig;
-
-/// Largest MQTT packet accepted or sent: a 128 KiB chunk plus headroom (rumqttc's default
-/// of 10 KiB would reject bundle chunks).
-pub const MAX_PACKET: usize = 512 * 1024;
+use crate::identity::DeviceIdentity;
 
 /// An inbound message for the updater.
 #[derive(Debug)]
@@ -78,8 +75,18 @@ pub struct LinkHandle {
     client: AsyncClient,
     connected: watch::Receiver<bool>,
     device_id: Arc<str>,
+    identity: Option<Arc<DeviceIdentity>>,
     /// Counters.
     pub stats: Arc<LinkStats>,
+}
+
+/// Seals `payload` for `topic` when the device has an identity and the topic is one the
+/// device publishes (the bridge refuses unsealed device messages).
+fn sealed(identity: Option<&DeviceIdentity>, topic: &str, payload: Vec<u8>) -> Vec<u8> {
+    match (identity, topics::parse(topic)) {
+        (Some(id), Some((_, kind))) if kind.from_device() => id.seal(&kind.tail(), &payload),
+        _ => payload,
+    }
 }
 
 impl LinkHandle {
@@ -108,6 +115,7 @@ impl LinkHandle {
         if !self.is_connected() {
             return Err(PublishError::NotConnected);
         }
+        let payload = sealed(self.identity.as_deref(), &topic, payload);
         self.client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .map_err(|_| PublishError::Busy)
@@ -166,21 +174,30 @@ fn seed_of(s: &str) -> u64 {
     })
 }
 
-fn mqtt_options(device_id: &str, cfg: &BrokerConfig) -> Result<MqttOptions, LinkError> {
+/// The Last-Will for a connection whose presence messages carry `counter`.
+fn last_will(device_id: &str, identity: Option<&DeviceIdentity>, counter: u64) -> LastWill {
+    let body = Presence {
+        online: false,
+        since: None,
+    }
+    .encode();
+    let payload = match identity {
+        Some(id) => id.seal_with("presence", counter, &body),
+        None => body,
+    };
+    LastWill::new(topics::presence(device_id), payload, QoS::AtLeastOnce, true)
+}
+
+fn mqtt_options(
+    device_id: &str,
+    cfg: &BrokerConfig,
+    identity: Option<&DeviceIdentity>,
+) -> Result<MqttOptions, LinkError> {
     let mut o = MqttOptions::new(device_id, &cfg.host, cfg.port);
     o.set_keep_alive(cfg.keep_alive);
     o.set_clean_session(true);
-    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    o.set_last_will(LastWill::new(
-        topics::presence(device_id),
-        Presence {
-            online: false,
-            since: None,
-        }
-        .encode(),
-        QoS::AtLeastOnce,
-        true,
-    ));
+    o.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    o.set_last_will(last_will(device_id, identity, 0));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         o.set_credentials(u, p);
     } else if let Some(u) = &cfg.username {
@@ -234,6 +251,7 @@ fn tls_config(cfg: &BrokerConfig) -> Result<rustls::ClientConfig, LinkError> {
 pub fn start(
     device_id: &str,
     cfg: &BrokerConfig,
+    identity: Option<Arc<DeviceIdentity>>,
     routes: Routes,
     state: watch::Receiver<Option<ReportedState>>,
     shutdown: watch::Receiver<bool>,
@@ -244,17 +262,19 @@ pub fn start(
     ),
     LinkError,
 > {
-    let opts = mqtt_options(device_id, cfg)?;
+    let opts = mqtt_options(device_id, cfg, identity.as_deref())?;
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let (conn_tx, conn_rx) = watch::channel(false);
     let handle = LinkHandle {
         client: client.clone(),
         connected: conn_rx,
         device_id: device_id.into(),
+        identity: identity.clone(),
         stats: Arc::new(LinkStats::default()),
     };
     let task = run(
         device_id.to_owned(),
+        identity,
         client,
         eventloop,
         Backoff::new(cfg.reconnect_min, cfg.reconnect_max, seed_of(device_id)),
@@ -270,6 +290,7 @@ pub fn start(
 #[allow(clippy::too_many_arguments)]
 async fn run(
     device_id: String,
+    identity: Option<Arc<DeviceIdentity>>,
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     mut backoff: Backoff,
@@ -280,16 +301,20 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ever_connected = false;
+    let id = identity.as_deref();
     let publish_state = |s: &Option<ReportedState>| {
         if let Some(s) = s {
-            let _ = client.try_publish(
-                topics::state(&device_id),
-                QoS::AtLeastOnce,
-                true,
-                s.encode(),
-            );
+            let topic = topics::state(&device_id);
+            let payload = sealed(id, &topic, s.encode());
+            let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload);
         }
     };
+    // Presence of one connection (online at ConnAck, the Last-Will when it dies) carries
+    // one counter, set before connecting.
+    let mut session = id.map_or(0, DeviceIdentity::next);
+    eventloop
+        .mqtt_options
+        .set_last_will(last_will(&device_id, id, session));
     loop {
         tokio::select! {
             biased;
@@ -304,8 +329,12 @@ async fn run(
                     for t in [topics::directive(&device_id), topics::chunk_response(&device_id), topics::ack(&device_id)] {
                         let _ = client.try_subscribe(t, QoS::AtLeastOnce);
                     }
-                    let online = Presence { online: true, since: Some(crate::clock::unix_now()) };
-                    let _ = client.try_publish(topics::presence(&device_id), QoS::AtLeastOnce, true, online.encode());
+                    let online = Presence { online: true, since: Some(crate::clock::unix_now()) }.encode();
+                    let online = match id {
+                        Some(i) => i.seal_with("presence", session, &online),
+                        None => online,
+                    };
+                    let _ = client.try_publish(topics::presence(&device_id), QoS::AtLeastOnce, true, online);
                     publish_state(&state.borrow_and_update());
                     let _ = connected.send(true);
                     let _ = routes.update.send(UpdateInbound::Connected).await;
@@ -322,6 +351,8 @@ async fn run(
                         stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(device = %device_id, error = %e, "connect failed");
                     }
+                    session = id.map_or(0, DeviceIdentity::next);
+                    eventloop.mqtt_options.set_last_will(last_will(&device_id, id, session));
                     let delay = backoff.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -343,12 +374,17 @@ async fn run(
         let offline = Presence {
             online: false,
             since: None,
+        }
+        .encode();
+        let offline = match id {
+            Some(i) => i.seal_with("presence", session, &offline),
+            None => offline,
         };
         let _ = client.try_publish(
             topics::presence(&device_id),
             QoS::AtLeastOnce,
             true,
-            offline.encode(),
+            offline,
         );
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_millis(500), async {

@@ -44,6 +44,9 @@ pub enum StartError {
     /// The link could not be set up.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The device key is unusable.
+    #[error("{0}")]
+    Identity(String),
     /// The API could not bind.
     #[error("local API {what}: {source}")]
     Api {
@@ -174,9 +177,20 @@ pub async fn start(
         update: update_tx,
         acks: store.as_ref().map(|_| ack_tx),
     };
+    let identity = match &cfg.key_file {
+        Some(k) => Some(Arc::new(
+            crate::identity::DeviceIdentity::load(&cfg.device_id, k, &cfg.data_dir)
+                .map_err(|e| StartError::Identity(e.to_string()))?,
+        )),
+        None => {
+            tracing::warn!(device = %cfg.device_id, "no key_file: messages are not sealed, and a bridge requiring device authentication will ignore them");
+            None
+        }
+    };
     let (link, link_task) = link::start(
         &cfg.device_id,
         &cfg.broker,
+        identity,
         routes,
         report_rx,
         link_shutdown_rx,

@@ -13,8 +13,11 @@
 //! model_counters(name PK, last_version)   -- versions are never reused, even after deletes
 //! model_refusals(id, name, at, by, reason)
 //! devices(id PK, target, tags JSON, created_at, last_seen, online, state JSON,
-//!         cred_hash, directive_seq, mosquitto_hash)   -- mosquitto_hash: `$7$`, may be NULL
+//!         cred_hash, directive_seq, mosquitto_hash,  -- mosquitto_hash: `$7$`, may be NULL
+//!         state_counter, presence_counter,          -- device counters last accepted
+//!         auth_rejected)                            -- messages refused by device auth
 //! device_tags(device, key, value)
+//! device_keys(device, key_id, public, added_at, retired_at)   -- see crate::device_auth
 //! records(device, stream, seq, ts_ms, received_ms, body)  PK(device, stream, seq)
 //! captures(device, seq PK…, ts_ms, model, version, bundle, reason, label, confidence,
 //!          input JSON, output JSON)
@@ -44,8 +47,12 @@ CREATE TABLE IF NOT EXISTS model_refusals (id INTEGER PRIMARY KEY, name TEXT NOT
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, target TEXT NOT NULL, tags TEXT NOT NULL, created_at INTEGER NOT NULL,
     last_seen INTEGER, online INTEGER NOT NULL DEFAULT 0, state TEXT,
-    cred_hash TEXT, directive_seq INTEGER NOT NULL DEFAULT 0, mosquitto_hash TEXT);
+    cred_hash TEXT, directive_seq INTEGER NOT NULL DEFAULT 0, mosquitto_hash TEXT,
+    state_counter INTEGER, presence_counter INTEGER, auth_rejected INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS device_tags (device TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_keys (
+    device TEXT NOT NULL, key_id TEXT NOT NULL, public TEXT NOT NULL, added_at INTEGER NOT NULL,
+    retired_at INTEGER, PRIMARY KEY (device, key_id));
 CREATE INDEX IF NOT EXISTS device_tags_kv ON device_tags (key, value);
 CREATE TABLE IF NOT EXISTS records (
     device TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
@@ -169,6 +176,9 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     for (table, column, ty) in [
         ("devices", "mosquitto_hash", "TEXT"),
         ("models", "contract", "TEXT"),
+        ("devices", "state_counter", "INTEGER"),
+        ("devices", "presence_counter", "INTEGER"),
+        ("devices", "auth_rejected", "INTEGER NOT NULL DEFAULT 0"),
     ] {
         if !has(table, column)?
             && let Err(e) =

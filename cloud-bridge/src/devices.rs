@@ -34,6 +34,12 @@ pub enum DeviceError {
     /// Unknown device.
     #[error("device {0} not found")]
     NotFound(String),
+    /// The device has no such active key.
+    #[error("device {0} has no active key {1}")]
+    NoSuchKey(String, String),
+    /// A key could not be made.
+    #[error("device key: {0}")]
+    Key(String),
     /// The id belongs to the bridge.
     #[error("device id {0:?} is reserved for the bridge")]
     Reserved(String),
@@ -233,6 +239,9 @@ pub fn add_with(
     crate::fsutil::write_secret_new(&pw_path, password.as_bytes()).map_err(io(pw_path.clone()))?;
     let key_path = out.join("trust").join(format!("{}.pub", trust_key.id()));
     std::fs::write(&key_path, trust_key.to_file_contents()).map_err(io(key_path.clone()))?;
+    // The device's own key: it seals every message the device publishes; the bridge keeps
+    // only the public half.
+    let device_key = write_device_key(out)?;
     let certificate = match certs.ca {
         Some(ca) => {
             ca.write_device_files(id, out)?;
@@ -253,7 +262,7 @@ pub fn add_with(
     };
     let toml = format!(
         "# Outpost agent configuration for {id}, issued by outpost-bridge.\n\
-         device_id = \"{id}\"\ndata_dir = \"/var/lib/outpost\"\ntrust_dir = \"trust\"\n\n\
+         device_id = \"{id}\"\ndata_dir = \"/var/lib/outpost\"\ntrust_dir = \"trust\"\nkey_file = \"device.key\"\n\n\
          [tags]\ntarget = \"{target}\"\n{tag_lines}\n\
          [broker]\nurl = \"{broker_url}\"\n{credentials}\n\
          [sensor]\nkind = \"adxl345\"\ni2c_bus = \"/dev/i2c-1\"\n"
@@ -274,13 +283,14 @@ pub fn add_with(
         ],
     )?;
     set_tags(c, id, &tags)?;
+    crate::device_auth::add_key(c, id, &device_key)?;
     audit.append(
         c,
         actor,
         "device.add",
         id,
         "",
-        &serde_json::json!({"target": target, "tags": tags, "certificate": certificate}),
+        &serde_json::json!({"target": target, "tags": tags, "certificate": certificate, "key_id": device_key.id().as_str()}),
     )?;
     Ok(Provisioned {
         id: id.into(),
@@ -288,6 +298,80 @@ pub fn add_with(
         password,
         certificate,
     })
+}
+
+/// Generates a device key, writes it to `{dir}/device.key` (0600) and returns its public
+/// half.
+fn write_device_key(dir: &Path) -> Result<PublicKey, DeviceError> {
+    let key =
+        outpost_protocol::SigningKey::generate().map_err(|e| DeviceError::Key(e.to_string()))?;
+    let path = dir.join("device.key");
+    let _ = std::fs::remove_file(&path);
+    crate::fsutil::write_secret_new(&path, key.to_file_contents().as_bytes()).map_err(
+        |source| DeviceError::Io {
+            path: path.clone(),
+            source,
+        },
+    )?;
+    Ok(key.public_key())
+}
+
+/// Adds a new key for a provisioned device and writes it to `{out}/device.key` (0600), to
+/// install on the device; the old key stays valid until [`retire_key`]. Returns the new
+/// key id.
+pub fn rotate_key(
+    c: &Connection,
+    audit: &Audit,
+    id: &str,
+    out: &Path,
+    actor: &str,
+) -> Result<String, DeviceError> {
+    show(c, id)?;
+    std::fs::create_dir_all(out).map_err(|source| DeviceError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let key = write_device_key(out)?;
+    crate::device_auth::add_key(c, id, &key)?;
+    audit.append(
+        c,
+        actor,
+        "device.key_add",
+        id,
+        "",
+        &serde_json::json!({"key_id": key.id().as_str()}),
+    )?;
+    Ok(key.id().to_string())
+}
+
+/// Retires one of a device's keys: messages sealed with it are refused from now on.
+pub fn retire_key(
+    c: &Connection,
+    audit: &Audit,
+    id: &str,
+    key_id: &str,
+    actor: &str,
+) -> Result<(), DeviceError> {
+    show(c, id)?;
+    let active = crate::device_auth::list_keys(c, id)?
+        .iter()
+        .filter(|k| k.2.is_none())
+        .count();
+    if !crate::device_auth::retire_key(c, id, key_id)? {
+        return Err(DeviceError::NoSuchKey(id.into(), key_id.into()));
+    }
+    if active <= 1 {
+        tracing::warn!(device = %id, "retired the device's last key: it can no longer be heard");
+    }
+    audit.append(
+        c,
+        actor,
+        "device.key_retire",
+        id,
+        "",
+        &serde_json::json!({"key_id": key_id}),
+    )?;
+    Ok(())
 }
 
 fn set_tags(c: &Connection, id: &str, tags: &BTreeMap<String, String>) -> rusqlite::Result<()> {
@@ -332,16 +416,28 @@ pub fn ensure(
 }
 
 /// Stores a reported state (adopting its tags if the device was discovered with none).
-pub fn on_state(c: &Connection, audit: &Audit, s: &ReportedState) -> rusqlite::Result<()> {
+/// With the device's message `counter`, a state older than the last one stored is
+/// refused (a replay): returns whether it was stored.
+pub fn on_state(
+    c: &Connection,
+    audit: &Audit,
+    s: &ReportedState,
+    counter: Option<u64>,
+) -> rusqlite::Result<bool> {
     ensure(c, audit, &s.device_id, &s.tags)?;
-    c.execute(
-        "UPDATE devices SET state = ?2, last_seen = ?3 WHERE id = ?1",
+    let n = c.execute(
+        "UPDATE devices SET state = ?2, last_seen = ?3, state_counter = COALESCE(?4, state_counter)
+         WHERE id = ?1 AND (?4 IS NULL OR state_counter IS NULL OR state_counter < ?4)",
         params![
             s.device_id,
             serde_json::to_string(s).unwrap_or_default(),
-            crate::db::now() as i64
+            crate::db::now() as i64,
+            counter.map(|v| v as i64)
         ],
     )?;
+    if n == 0 {
+        return Ok(false);
+    }
     let tags: String = c.query_row(
         "SELECT tags FROM devices WHERE id = ?1",
         [&s.device_id],
@@ -358,27 +454,54 @@ pub fn on_state(c: &Connection, audit: &Audit, s: &ReportedState) -> rusqlite::R
         )?;
         set_tags(c, &s.device_id, &s.tags)?;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Records presence; returns the previous online flag (None: unknown device before).
+/// What a presence message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceOutcome {
+    /// Recorded; the previous online flag (None: unknown device before).
+    Recorded(Option<bool>),
+    /// Older than the presence already recorded (a replay): ignored.
+    Stale,
+}
+
+/// Records presence. One connection's online message and its Last-Will carry the same
+/// `counter`: a presence is accepted if its counter is higher than the last, or equal and
+/// offline (the Last-Will of the connection that said online).
 pub fn on_presence(
     c: &Connection,
     audit: &Audit,
     id: &str,
     online: bool,
-) -> rusqlite::Result<Option<bool>> {
+    counter: Option<u64>,
+) -> rusqlite::Result<PresenceOutcome> {
     let before: Option<bool> = c
         .query_row("SELECT online FROM devices WHERE id = ?1", [id], |r| {
             r.get::<_, i64>(0).map(|v| v != 0)
         })
         .optional()?;
     ensure(c, audit, id, &BTreeMap::new())?;
-    c.execute(
-        "UPDATE devices SET online = ?2, last_seen = ?3 WHERE id = ?1",
-        params![id, online as i64, crate::db::now() as i64],
+    let n = c.execute(
+        "UPDATE devices SET online = ?2, last_seen = ?3, presence_counter = COALESCE(?4, presence_counter)
+         WHERE id = ?1 AND (?4 IS NULL OR presence_counter IS NULL OR presence_counter < ?4
+                            OR (presence_counter = ?4 AND ?2 = 0))",
+        params![id, online as i64, crate::db::now() as i64, counter.map(|v| v as i64)],
     )?;
-    Ok(before)
+    Ok(if n == 0 {
+        PresenceOutcome::Stale
+    } else {
+        PresenceOutcome::Recorded(before)
+    })
+}
+
+/// Counts a message refused by device authentication against a known device.
+pub fn count_rejected(c: &Connection, id: &str) -> rusqlite::Result<()> {
+    c.execute(
+        "UPDATE devices SET auth_rejected = auth_rejected + 1 WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {

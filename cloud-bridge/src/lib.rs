@@ -9,6 +9,7 @@ pub mod broker;
 pub mod bundles;
 pub mod cli;
 pub mod db;
+pub mod device_auth;
 pub mod devices;
 pub mod drift;
 pub mod events;

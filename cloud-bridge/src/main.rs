@@ -130,6 +130,10 @@ struct ServeArgs {
     /// Let devices connect to the embedded broker without credentials.
     #[arg(long)]
     no_broker_auth: bool,
+    /// Accept device messages that are not sealed with a device key (only for agents
+    /// that predate device keys; sealed messages are still verified).
+    #[arg(long)]
+    no_device_auth: bool,
     /// Embedded broker: mutual-TLS listener (client certificates from the bridge's CA).
     #[arg(long)]
     mqtt_tls_listen: Option<SocketAddr>,
@@ -345,6 +349,30 @@ enum DeviceCmd {
     },
     /// Show one device.
     Show {
+        /// Device id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a new device key (written to OUT/device.key, 0600, to install on the device);
+    /// the old key stays valid until retired.
+    RotateKey {
+        /// Device id.
+        id: String,
+        /// Where to write the new key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Retire one of a device's keys (messages sealed with it are refused from then on).
+    RetireKey {
+        /// Device id.
+        id: String,
+        /// Key id (see `device keys`).
+        key_id: String,
+    },
+    /// List a device's keys.
+    Keys {
         /// Device id.
         id: String,
         /// JSON output.
@@ -812,6 +840,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
     cfg.webhooks = a.webhooks;
     cfg.device_broker_url = a.device_broker_url;
     cfg.chunk_rate = a.chunk_rate;
+    cfg.device_auth = !a.no_device_auth;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -1102,6 +1131,38 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
             let d = outpost_bridge::devices::show(&l.db.lock(), &id)?;
             output(json, &d, || {
                 serde_json::to_string_pretty(&d).unwrap_or_default()
+            });
+        }
+        DeviceCmd::RotateKey { id, out } => {
+            let key = outpost_bridge::devices::rotate_key(&l.db.lock(), &l.audit, &id, &out, &who)?;
+            println!(
+                "added key {key} for {id}: install {} on the device (key_file), restart its agent, then retire the old key",
+                out.join("device.key").display()
+            );
+        }
+        DeviceCmd::RetireKey { id, key_id } => {
+            outpost_bridge::devices::retire_key(&l.db.lock(), &l.audit, &id, &key_id, &who)?;
+            println!("retired key {key_id} of {id}");
+        }
+        DeviceCmd::Keys { id, json } => {
+            outpost_bridge::devices::show(&l.db.lock(), &id)?;
+            let keys = outpost_bridge::device_auth::list_keys(&l.db.lock(), &id)
+                .map_err(|e| CliError(e.to_string()))?;
+            output(json, &keys, || {
+                table(
+                    &["KEY", "ADDED", "RETIRED"],
+                    &keys
+                        .iter()
+                        .map(|(k, a, r)| {
+                            vec![
+                                k.clone(),
+                                outpost_protocol::time::rfc3339(*a),
+                                r.map(outpost_protocol::time::rfc3339)
+                                    .unwrap_or_else(|| "active".into()),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )
             });
         }
     }

@@ -36,6 +36,8 @@ pub struct Router {
     pub state_changed: Arc<Notify>,
     /// Called on every (re)connect, e.g. to re-publish retained directives.
     pub on_connect: Arc<dyn Fn(&MqttOut) + Send + Sync>,
+    /// Device authentication.
+    pub auth: Arc<crate::device_auth::DeviceAuth>,
 }
 
 /// Broker location and credentials.
@@ -116,11 +118,54 @@ pub fn start(
     (conn_rx, task)
 }
 
+/// A message refused by device authentication: counted on the device, logged, and raised
+/// as an event at most once per device per minute.
+async fn rejected(r: &Router, rej: crate::device_auth::Rejection) {
+    tracing::debug!(device = %rej.device, kind = %rej.kind, error = %rej.error, "device message refused");
+    if !r.auth.should_report(&rej.device) {
+        return;
+    }
+    tracing::warn!(device = %rej.device, kind = %rej.kind, error = %rej.error,
+        "device message refused by device authentication (further ones this minute are only counted)");
+    let db = r.db.clone();
+    let events = r.events.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let c = db.lock();
+        let known = crate::devices::show(&c, &rej.device).is_ok();
+        if known {
+            let _ = crate::devices::count_rejected(&c, &rej.device);
+        }
+        events.emit_with(
+            &c,
+            NewEvent::new(
+                EventKind::DeviceAuthFailed,
+                format!(
+                    "a message on {}'s {} topic failed device authentication: {}",
+                    rej.device, rej.kind, rej.error
+                ),
+            )
+            .device(&rej.device)
+            .details(serde_json::json!({"kind": rej.kind, "reason": rej.error.reason(), "known_device": known})),
+        );
+    })
+    .await;
+}
+
 async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
     let Some((dev, kind)) = topics::parse(&topic) else {
         return;
     };
+    if !kind.from_device() || payload.is_empty() {
+        // Our own topics echoed back, or a retained message being cleared.
+        return;
+    }
     let dev = dev.to_owned();
+    // Nothing below sees a message before its seal verified for the device the topic
+    // names: the topic itself proves nothing.
+    let (payload, counter) = match r.auth.open(&dev, &kind, &payload).await {
+        Ok(x) => x,
+        Err(rej) => return rejected(r, rej).await,
+    };
     match kind {
         DeviceTopic::Uplink(stream) => {
             let _ = r
@@ -145,30 +190,34 @@ async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
                 }
             });
         }
-        DeviceTopic::State => {
-            if payload.is_empty() {
-                return; // a retained message being cleared
-            }
-            match ReportedState::decode(&payload, limits) {
-                Ok(s) if s.device_id == dev => {
-                    let c = r.db.lock();
-                    if let Err(e) = crate::devices::on_state(&c, &r.audit, &s) {
-                        tracing::error!(error = %e, device = %dev, "cannot record device state");
+        DeviceTopic::State => match ReportedState::decode(&payload, limits) {
+            Ok(s) if s.device_id == dev => {
+                let c = r.db.lock();
+                match crate::devices::on_state(&c, &r.audit, &s, counter) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        r.auth.replayed();
+                        tracing::warn!(device = %dev, "reported state older than the last one: ignored (replay)");
                     }
-                    drop(c);
-                    r.state_changed.notify_one();
+                    Err(e) => {
+                        tracing::error!(error = %e, device = %dev, "cannot record device state")
+                    }
                 }
-                Ok(_) => tracing::warn!(device = %dev, "state names another device; dropped"),
-                Err(e) => tracing::debug!(device = %dev, error = %e, "malformed state dropped"),
+                drop(c);
+                r.state_changed.notify_one();
             }
-        }
+            Ok(_) => tracing::warn!(device = %dev, "state names another device; dropped"),
+            Err(e) => tracing::debug!(device = %dev, error = %e, "malformed state dropped"),
+        },
         DeviceTopic::Presence => {
             let Ok(p) = Presence::decode(&payload, limits) else {
                 return;
             };
             let c = r.db.lock();
-            match crate::devices::on_presence(&c, &r.audit, &dev, p.online) {
-                Ok(before) if before != Some(p.online) => {
+            match crate::devices::on_presence(&c, &r.audit, &dev, p.online, counter) {
+                Ok(crate::devices::PresenceOutcome::Recorded(before))
+                    if before != Some(p.online) =>
+                {
                     let (kind, word) = if p.online {
                         (EventKind::DeviceOnline, "online")
                     } else {
@@ -179,6 +228,7 @@ async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
                         NewEvent::new(kind, format!("{dev} is {word}")).device(&dev),
                     );
                 }
+                Ok(crate::devices::PresenceOutcome::Stale) => r.auth.replayed(),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, device = %dev, "cannot record presence"),
             }

@@ -63,6 +63,9 @@ pub struct ServeConfig {
     pub fleet_tick: Duration,
     /// The embedded broker's gate (limits, optional TLS listener).
     pub gate: GateConfig,
+    /// Refuse device messages that are not sealed with one of the device's keys (default
+    /// on; off only for a fleet of agents that predate device keys).
+    pub device_auth: bool,
 }
 
 impl ServeConfig {
@@ -81,6 +84,7 @@ impl ServeConfig {
             cache_bytes: 256 << 20,
             fleet_tick: Duration::from_millis(250),
             gate: GateConfig::default(),
+            device_auth: true,
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Bridge {
     pub out: MqttOut,
     /// The rollout engine.
     pub fleet: crate::fleet::FleetHandle,
+    /// Device authentication (counters).
+    pub device_auth: Arc<crate::device_auth::DeviceAuth>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -264,7 +270,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         shutdown_rx.clone(),
     )));
     let republish = fleet.clone();
+    let device_auth = Arc::new(crate::device_auth::DeviceAuth::new(
+        db.clone(),
+        cfg.device_auth,
+    ));
     let router = Router {
+        auth: device_auth.clone(),
         db: db.clone(),
         audit: audit.clone(),
         events: events.clone(),
@@ -323,6 +334,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         connected,
         out: out_tx,
         fleet,
+        device_auth,
         shutdown,
         tasks,
     })

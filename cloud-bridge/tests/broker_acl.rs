@@ -349,7 +349,7 @@ async fn agent_link_with_issued_certificate() {
         update: update_tx,
         acks: None,
     };
-    let (handle, run) = link::start(A, &cfg.broker, routes, state_rx, stop_rx).unwrap();
+    let (handle, run) = link::start(A, &cfg.broker, None, routes, state_rx, stop_rx).unwrap();
     tokio::spawn(run);
     assert!(
         wait_until(10, || handle.is_connected()).await,

@@ -16,7 +16,12 @@ fn inspect_reports_the_contract_the_batching_and_unsupported_operators() {
     assert_eq!(v["contract"]["inputs"][0]["shape"][0], -1);
     assert_eq!(v["batching"], "symbolic");
     assert!(v["graph"]["ops"]["ZipMap"].as_u64() == Some(1), "{v}");
-    assert!(v["graph"]["producer"].as_str().unwrap().contains("skl2onnx"));
+    assert!(
+        v["graph"]["producer"]
+            .as_str()
+            .unwrap()
+            .contains("skl2onnx")
+    );
 
     // Human output for a graph tract only runs with a fixed batch.
     let o = run(bridge()

@@ -106,8 +106,16 @@ async fn provisioned_agent_pulls_a_bundle_through_the_bridge_with_broker_auth() 
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
-    let d = outpost_bridge::devices::show(&b.db.lock(), "gw-prov").unwrap();
-    assert!(d.online && d.state.unwrap().active.unwrap().model.version == 1);
+    let shown = || outpost_bridge::devices::show(&b.db.lock(), "gw-prov").unwrap();
+    assert!(
+        wait_until(10, || {
+            let d = shown();
+            d.online && d.state.and_then(|s| s.active).is_some_and(|a| a.model.version == 1)
+        })
+        .await,
+        "{:?}",
+        shown()
+    );
     assert!(
         b.server
             .stats
@@ -259,7 +267,16 @@ async fn the_same_batch_sent_three_times_is_stored_once_and_acked_each_time() {
             })
             .collect(),
     };
-    let frame = batch.encode(3).unwrap();
+    // Sealed with a key the bridge knows for gw-raw (as the agent's link does).
+    let key = outpost_protocol::SigningKey::generate().unwrap();
+    outpost_bridge::device_auth::add_key(&b.db.lock(), "gw-raw", &key.public_key()).unwrap();
+    let frame = outpost_protocol::device_auth::seal(
+        &key,
+        "gw-raw",
+        "up/telemetry",
+        1,
+        &batch.encode(3).unwrap(),
+    );
     for _ in 0..3 {
         client
             .publish(

@@ -37,9 +37,21 @@ async fn tritonclient_drives_the_agent_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let b = bridge(&dir.path().join("bridge"), embedded(false)).await;
     let trust = trust_dir(&b, dir.path());
-    let agent = agent(&agent_toml(&b, "gw-triton", &dir.path().join("gw"), &trust, "")).await;
+    let agent = agent(&agent_toml(
+        &b,
+        "gw-triton",
+        &dir.path().join("gw"),
+        &trust,
+        "",
+    ))
+    .await;
     assert!(
-        wait_until(30, || outpost_bridge::devices::show(&b.db.lock(), "gw-triton").is_ok()).await
+        wait_until(30, || outpost_bridge::devices::show(
+            &b.db.lock(),
+            "gw-triton"
+        )
+        .is_ok())
+        .await
     );
     let req = RegisterRequest {
         name: "wine".into(),
@@ -63,7 +75,8 @@ async fn tritonclient_drives_the_agent_unchanged() {
         })
         .unwrap();
     assert!(wait_until(60, || agent.models.get("wine").is_some()).await);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_check.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_check.py");
     let addr = agent.http_addr.unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(py)

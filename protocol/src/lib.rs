@@ -17,6 +17,7 @@ pub mod baseline;
 pub mod bundle;
 pub mod capped;
 pub mod contract;
+pub mod device_auth;
 pub mod digest;
 pub mod directive;
 pub mod keys;

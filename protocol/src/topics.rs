@@ -95,6 +95,30 @@ pub enum DeviceTopic {
     Ack,
 }
 
+impl DeviceTopic {
+    /// The topic under `outpost/v1/dev/{id}/` (`state`, `bundle/req`, `up/telemetry`, …):
+    /// the message kind a device seal covers.
+    pub fn tail(&self) -> String {
+        match self {
+            Self::Directive => "directive".into(),
+            Self::State => "state".into(),
+            Self::Presence => "presence".into(),
+            Self::ChunkRequest => "bundle/req".into(),
+            Self::ChunkResponse => "bundle/resp".into(),
+            Self::Uplink(s) => format!("up/{s}"),
+            Self::Ack => "ack".into(),
+        }
+    }
+
+    /// Whether the device publishes it (and seals it).
+    pub fn from_device(&self) -> bool {
+        matches!(
+            self,
+            Self::State | Self::Presence | Self::ChunkRequest | Self::Uplink(_)
+        )
+    }
+}
+
 /// Splits a topic into (device id, kind); `None` for anything else.
 pub fn parse(topic: &str) -> Option<(&str, DeviceTopic)> {
     let rest = topic.strip_prefix(ROOT)?.strip_prefix("/dev/")?;

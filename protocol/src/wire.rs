@@ -354,6 +354,8 @@ pub enum EventKind {
     DeviceOnline,
     /// A device failed to apply an update.
     UpdateFailed,
+    /// A message on a device's topics failed device authentication.
+    DeviceAuthFailed,
     /// Any kind this build does not know (forward compatibility).
     #[serde(other)]
     Unknown,
@@ -372,6 +374,7 @@ impl EventKind {
             Self::DeviceOffline => "device_offline",
             Self::DeviceOnline => "device_online",
             Self::UpdateFailed => "update_failed",
+            Self::DeviceAuthFailed => "device_auth_failed",
             Self::Unknown => "unknown",
         }
     }

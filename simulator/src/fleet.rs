@@ -113,6 +113,7 @@ fn config(
     proxy: SocketAddr,
     data: &Path,
     trust: &Path,
+    key: &Path,
     password: Option<&Path>,
 ) -> String {
     let creds = password
@@ -130,7 +131,7 @@ fn config(
         .map(|(k, v)| format!("{k} = {v:?}\n"))
         .collect();
     format!(
-        "device_id = \"{id}\"\ndata_dir = \"{data}\"\ntrust_dir = \"{trust}\"\nlog = \"warn\"\n\
+        "device_id = \"{id}\"\ndata_dir = \"{data}\"\ntrust_dir = \"{trust}\"\nkey_file = \"{key}\"\nlog = \"warn\"\n\
          [tags]\n{tags}\
          [broker]\nurl = \"mqtt://{proxy}\"\nreconnect_min_ms = 200\nreconnect_max_ms = 2000\n{creds}\
          [api]\nhttp = \"\"\n\
@@ -144,6 +145,7 @@ fn config(
         id = spec.id,
         data = data.display(),
         trust = trust.display(),
+        key = key.display(),
         health = o.health_secs,
         tel = o.telemetry_secs,
         store = o.store_bytes,
@@ -205,6 +207,18 @@ impl SimFleet {
                 })?;
                 Some(out.join("password"))
             } else {
+                // An open broker still hears only devices with a key the bridge knows.
+                let out = dir.join("provisioned");
+                std::fs::create_dir_all(&out)?;
+                let key = outpost_protocol::SigningKey::generate()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                std::fs::write(out.join("device.key"), key.to_file_contents())?;
+                outpost_bridge::device_auth::add_key(
+                    &bridge.db.lock(),
+                    &spec.id,
+                    &key.public_key(),
+                )
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
                 None
             };
             let proxy = proxy::start(upstream, device_seed(spec.seed, 1_000 + i as u64)).await?;
@@ -214,6 +228,7 @@ impl SimFleet {
                 proxy.addr,
                 &dir.join("data"),
                 &trust,
+                &dir.join("provisioned").join("device.key"),
                 password.as_deref(),
             );
             let cfg = AgentConfig::from_toml(&text).map_err(|e| FleetError::Agent {

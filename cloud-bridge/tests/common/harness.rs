@@ -63,10 +63,29 @@ pub fn trust_dir(b: &Bridge, dir: &Path) -> PathBuf {
     t
 }
 
-/// Agent config text on `b`'s broker.
+/// A device key for `device` next to `data`, registered with the bridge (what
+/// `device add` does); returns the key file.
+pub fn device_key(b: &Bridge, device: &str, data: &Path) -> PathBuf {
+    let dir = data.parent().unwrap_or(data);
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{device}.key"));
+    let key = match outpost_protocol::SigningKey::load(&path) {
+        Ok(k) => k,
+        Err(_) => {
+            let k = outpost_protocol::SigningKey::generate().unwrap();
+            std::fs::write(&path, k.to_file_contents()).unwrap();
+            k
+        }
+    };
+    outpost_bridge::device_auth::add_key(&b.db.lock(), device, &key.public_key()).unwrap();
+    path
+}
+
+/// Agent config text on `b`'s broker, with a registered device key.
 pub fn agent_toml(b: &Bridge, device: &str, data: &Path, trust: &Path, extra: &str) -> String {
+    let key = device_key(b, device, data);
     format!(
-        "device_id = \"{device}\"\ndata_dir = \"{}\"\ntrust_dir = \"{}\"\n\
+        "device_id = \"{device}\"\ndata_dir = \"{}\"\ntrust_dir = \"{}\"\nkey_file = \"{}\"\n\
          [broker]\nurl = \"mqtt://{}:{}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 1000\n\
          [api]\nhttp = \"127.0.0.1:0\"\n\
          [update]\nrequest_timeout_ms = 2000\nhealth_secs = 1\nhealth_inferences = 3\n\
@@ -74,6 +93,7 @@ pub fn agent_toml(b: &Bridge, device: &str, data: &Path, trust: &Path, extra: &s
          [sync]\nlinger_ms = 100\n{extra}",
         data.display(),
         trust.display(),
+        key.display(),
         b.broker.0,
         b.broker.1
     )
