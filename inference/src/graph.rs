@@ -139,6 +139,27 @@ fn attr_labels(n: &pb::NodeProto) -> Option<Vec<String>> {
     None
 }
 
+/// Whether a classifier's scores are uncalibrated decision values: a support-vector
+/// classifier without Platt scaling (`prob_a`), or a linear classifier without a
+/// post-transform, when nothing normalises them afterwards.
+fn decision_scores(g: &pb::GraphProto) -> bool {
+    let post_none = |n: &pb::NodeProto| {
+        n.attribute
+            .iter()
+            .find(|a| a.name == "post_transform")
+            .is_none_or(|a| a.s == b"NONE")
+    };
+    let normalised = g
+        .node
+        .iter()
+        .any(|n| matches!(n.op_type.as_str(), "Softmax" | "Normalizer"));
+    g.node.iter().any(|n| match n.op_type.as_str() {
+        "SVMClassifier" => post_none(n) && !n.attribute.iter().any(|a| a.name == "prob_a"),
+        "LinearClassifier" => post_none(n) && !normalised,
+        _ => false,
+    })
+}
+
 /// The scores output of a classifier and its labels: a `ZipMap` feeding a graph output,
 /// else a classifier node whose scores output is a graph output.
 fn classifier(g: &pb::GraphProto) -> Option<(String, Vec<String>)> {
@@ -160,7 +181,6 @@ fn classifier(g: &pb::GraphProto) -> Option<(String, Vec<String>)> {
     })
 }
 
-/// Output facts from tract's type inference; `batch` fixes the batch dimension.
 /// Whether the graph handles missing values itself (an `Imputer`, or trees that route NaN
 /// down a branch), so NaN inputs are valid and not refused.
 fn handles_missing(g: &pb::GraphProto) -> bool {
@@ -173,6 +193,7 @@ fn handles_missing(g: &pb::GraphProto) -> bool {
     })
 }
 
+/// Output facts from tract's type inference; `batch_size` fixes the batch dimension.
 fn typed_outputs(
     onnx: &[u8],
     inputs: &[InputSpec],
@@ -290,8 +311,19 @@ pub fn inspect(onnx: &[u8]) -> Result<GraphInfo, InferenceError> {
     }
     let class = classifier(g);
     let nan = handles_missing(g);
+    let scores = if decision_scores(g) {
+        ScoreKind::Scores
+    } else {
+        ScoreKind::Probabilities
+    };
     let contract = if unsupported.is_empty() {
-        derive(onnx, &inputs, class.clone(), nan).map_err(|e| e.to_string())
+        derive(
+            onnx,
+            &inputs,
+            class.clone().map(|(o, l)| (o, l, scores)),
+            nan,
+        )
+        .map_err(|e| e.to_string())
     } else {
         Err(format!(
             "unsupported operators: {}",
@@ -327,7 +359,7 @@ pub fn inspect(onnx: &[u8]) -> Result<GraphInfo, InferenceError> {
 fn derive(
     onnx: &[u8],
     inputs: &[TensorSpec],
-    class: Option<(String, Vec<String>)>,
+    class: Option<(String, Vec<String>, ScoreKind)>,
     allow_nan: bool,
 ) -> Result<ModelContract, InferenceError> {
     let inputs: Vec<InputSpec> = inputs
@@ -365,10 +397,27 @@ fn derive(
         task: Task::Raw,
         drift: None,
     };
-    if let Some((output, labels)) = class {
+    if let Some((output, labels, scores)) = class {
+        // The model's own label output, when it has exactly one: an integer or string
+        // tensor of one value per sample.
+        let label_output = {
+            let mut l = c.outputs.iter().filter(|o| {
+                o.name != output
+                    && o.shape.len() == 1
+                    && matches!(
+                        o.datatype,
+                        DataType::Int64 | DataType::Int32 | DataType::Bytes
+                    )
+            });
+            match (l.next(), l.next()) {
+                (Some(o), None) => Some(o.name.clone()),
+                _ => None,
+            }
+        };
         c.task = Task::Classification(ClassificationTask {
             output,
-            scores: ScoreKind::Probabilities,
+            scores,
+            label_output,
             labels,
             anomaly_labels: Vec::new(),
             min_confidence: None,
@@ -386,4 +435,26 @@ fn derive(
 /// operators or what tract could not infer.
 pub fn contract_from_graph(onnx: &[u8]) -> Result<ModelContract, InferenceError> {
     inspect(onnx)?.contract.map_err(InferenceError::Load)
+}
+
+/// Whether the classification scores in `samples` (the outputs a model produced) look
+/// like probabilities: every row within [0, 1] and summing to 1. A classifier derived as
+/// giving probabilities whose outputs are not is serving decision values.
+pub fn scores_are_probabilities(
+    c: &ModelContract,
+    samples: &[outpost_protocol::manifest::SelfTestSample],
+) -> bool {
+    let Task::Classification(t) = &c.task else {
+        return true;
+    };
+    let n = t.labels.len().max(1);
+    samples.iter().all(|s| {
+        s.outputs.iter().filter(|o| o.name == t.output).all(|o| {
+            let v = o.data.to_f64();
+            v.chunks(n).all(|row| {
+                row.iter().all(|x| (-1e-4..=1.0 + 1e-4).contains(x))
+                    && (row.iter().sum::<f64>() - 1.0).abs() <= 1e-3
+            })
+        })
+    })
 }

@@ -122,6 +122,31 @@ impl Model {
         &self.contract
     }
 
+    /// The same loaded plan under another reading of its outputs: `c` must declare the
+    /// same tensors (only the task, features, normalisation and domains may differ).
+    pub fn with_contract(&self, c: ModelContract) -> Result<Self, InferenceError> {
+        c.validate()?;
+        let same = |a: &[outpost_protocol::tensor::TensorSpec],
+                    b: &[outpost_protocol::tensor::TensorSpec]| a == b;
+        let tensors = |m: &ModelContract| {
+            (
+                m.inputs.iter().map(|i| i.tensor()).collect::<Vec<_>>(),
+                m.outputs.iter().map(|o| o.tensor()).collect::<Vec<_>>(),
+            )
+        };
+        let (ai, ao) = tensors(&self.contract);
+        let (bi, bo) = tensors(&c);
+        if !(same(&ai, &bi) && same(&ao, &bo)) {
+            return Err(InferenceError::Mismatch(
+                "a new contract for a loaded model must declare the same tensors".into(),
+            ));
+        }
+        Ok(Self {
+            plan: self.plan.clone(),
+            contract: c,
+        })
+    }
+
     /// How the plan takes batches.
     pub fn batching(&self) -> Batching {
         self.plan.batching
@@ -140,6 +165,8 @@ impl Model {
             }
         }
         let mut batch: Option<(usize, &str)> = None;
+        // A named dimension takes one size across all inputs (tract ties them).
+        let mut bound: Vec<(&str, usize, &str)> = Vec::new();
         for spec in &c.inputs {
             let t = inputs
                 .iter()
@@ -158,6 +185,24 @@ impl Model {
                     expected: shown(&spec.shape),
                     got: t.shape.clone(),
                 });
+            }
+            for (d, n) in spec.shape.iter().zip(&t.shape) {
+                if let Dim::Var(Some(sym)) = d {
+                    match bound.iter().find(|(s, _, _)| s == sym) {
+                        Some((_, v, other)) if v != n => {
+                            return Err(RequestError::Shape {
+                                name: spec.name.clone(),
+                                expected: format!(
+                                    "{} with {sym} = {v} as in {other:?}",
+                                    shown(&spec.shape)
+                                ),
+                                got: t.shape.clone(),
+                            });
+                        }
+                        Some(_) => {}
+                        None => bound.push((sym, *n, &spec.name)),
+                    }
+                }
             }
             if !spec.allow_nan
                 && let Some(index) = t.data.first_non_finite()
@@ -279,8 +324,13 @@ impl Model {
             let outs: Vec<Tensor> = outs
                 .into_iter()
                 .map(|o| {
+                    // The plan said it takes `b` samples; an output without them is the
+                    // model's fault, not the caller's.
                     if o.shape.first() != Some(&b) {
-                        return Err(InferenceError::Request(RequestError::BatchSize(n)));
+                        return Err(InferenceError::Run(format!(
+                            "output {:?} has shape {:?} for a run of {b} samples",
+                            o.name, o.shape
+                        )));
                     }
                     Ok(o.rows_slice(0..real))
                 })
@@ -306,11 +356,19 @@ impl Model {
         else {
             return Ok(());
         };
-        // Whose fault: a finite input far outside the validated domain explains it.
+        // Whose fault: a non-finite input the contract lets through, or a finite input far
+        // outside the validated domain, explains it.
         for spec in &self.contract.inputs {
             if let Some(t) = inputs.iter().find(|t| t.name == spec.name)
                 && spec.datatype.is_numeric()
             {
+                if let Some(index) = t.data.first_non_finite() {
+                    return Err(RequestError::NotFinite {
+                        input: spec.name.clone(),
+                        index,
+                    }
+                    .into());
+                }
                 let m = t.data.max_abs();
                 if m.is_finite() && m > spec.domain() {
                     return Err(RequestError::OutOfDomain {

@@ -131,6 +131,8 @@ pub struct TaskOverlay {
     pub output: Option<String>,
     /// Classification: score kind.
     pub scores: Option<ScoreKind>,
+    /// Classification: the output with the model's own predicted label.
+    pub label_output: Option<String>,
     /// Classification: labels.
     #[serde(default)]
     pub labels: Vec<String>,
@@ -207,6 +209,7 @@ impl SpecOverlay {
                 kind: "classification".into(),
                 output: Some(o.name),
                 scores: Some(o.kind),
+                label_output: None,
                 labels: o.labels,
                 anomaly_labels: o.thresholds.anomaly_labels,
                 min_confidence: o.thresholds.min_confidence,
@@ -353,6 +356,10 @@ fn task(c: &ModelContract, t: &TaskOverlay) -> Result<Task, SpecError> {
             };
             Task::Classification(ClassificationTask {
                 output: output()?,
+                label_output: t
+                    .label_output
+                    .clone()
+                    .or_else(|| derived.and_then(|d| d.label_output.clone())),
                 scores: t.scores.or(derived.map(|d| d.scores)).unwrap_or_default(),
                 labels,
                 anomaly_labels: t.anomaly_labels.clone(),

@@ -84,6 +84,7 @@ fn vibration() -> (Model, ModelContract) {
     c.inputs[0].features = spec.input.features;
     c.inputs[0].normalization = spec.input.normalization;
     c.task = Task::Classification(ClassificationTask {
+        label_output: None,
         output: "probabilities".into(),
         scores: ScoreKind::Probabilities,
         labels: spec.output.labels,

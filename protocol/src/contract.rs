@@ -69,12 +69,14 @@ pub struct InputSpec {
     #[serde(default, skip_serializing_if = "is_none_norm")]
     pub normalization: Normalization,
     /// The validated input domain: when a finite input with a magnitude above this drives
-    /// an output non-finite, the request is refused as the caller's error (HTTP 422) and
-    /// does not count against the model. Default [`DEFAULT_MAX_ABS`].
+    /// an output non-finite, the request is refused as the caller's error (HTTP 400 on the
+    /// OIP routes, 422 on `/v1`) and does not count against the model. Default
+    /// [`DEFAULT_MAX_ABS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_abs: Option<f64>,
     /// Whether NaN and infinities are valid values (e.g. a graph with an imputer);
-    /// otherwise a request carrying one is refused (HTTP 422).
+    /// otherwise a request carrying one is refused as the caller's error. When the output
+    /// of such a request is not finite, the non-finite input is blamed, not the model.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_nan: bool,
 }
@@ -131,6 +133,10 @@ pub enum ScoreKind {
     Probabilities,
     /// Logits (softmax applied by the agent).
     Logits,
+    /// Uncalibrated scores (decision values of a support-vector or linear classifier):
+    /// the predicted label is the label output's (else the highest score), its score is
+    /// reported as the confidence, and `min_confidence` does not apply.
+    Scores,
 }
 
 /// Classification: one score per label per sample.
@@ -142,6 +148,10 @@ pub struct ClassificationTask {
     /// What the scores are.
     #[serde(default)]
     pub scores: ScoreKind,
+    /// The output holding the model's own predicted label per sample (int64 or BYTES),
+    /// when it has one: the prediction is that label, not the arg-max of the scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_output: Option<String>,
     /// One label per score.
     pub labels: Vec<String>,
     /// Labels that count as anomalies (drive capture and alerts).
@@ -649,6 +659,22 @@ impl ModelContract {
                         c.labels.len()
                     )));
                 }
+                if let Some(lo) = &c.label_output {
+                    let o = self.output(lo).ok_or_else(|| {
+                        bad(format!(
+                            "label output {lo:?} is not one of the model's outputs"
+                        ))
+                    })?;
+                    if !matches!(
+                        o.datatype,
+                        DataType::Int64 | DataType::Int32 | DataType::Bytes
+                    ) {
+                        return Err(bad(format!(
+                            "label output {lo:?} is {}, not INT64, INT32 or BYTES",
+                            o.datatype
+                        )));
+                    }
+                }
                 if let Some(l) = c.anomaly_labels.iter().find(|l| !c.labels.contains(l)) {
                     return Err(bad(format!("anomaly label {l:?} is not one of the labels")));
                 }
@@ -742,6 +768,16 @@ impl ModelContract {
 
     /// Interprets the task output's values for one sample.
     pub fn interpret(&self, values: &[f64]) -> Result<Interpretation, OutputError> {
+        self.interpret_with_label(values, None)
+    }
+
+    /// Interprets one sample, with the model's own predicted label (the classification
+    /// task's `label_output` value) when it has one.
+    pub fn interpret_with_label(
+        &self,
+        values: &[f64],
+        predicted: Option<&str>,
+    ) -> Result<Interpretation, OutputError> {
         let Some(out) = self.task.output() else {
             return Ok(Interpretation::Raw);
         };
@@ -767,17 +803,22 @@ impl ModelContract {
                 want(c.labels.len())?;
                 let scores: Vec<f32> = values.iter().map(|v| *v as f32).collect();
                 let probabilities = match c.scores {
-                    ScoreKind::Probabilities => scores,
+                    ScoreKind::Probabilities | ScoreKind::Scores => scores,
                     ScoreKind::Logits => softmax(&scores),
                 };
-                let (index, confidence) = probabilities.iter().copied().enumerate().fold(
+                let argmax = probabilities.iter().copied().enumerate().fold(
                     (0, f32::NEG_INFINITY),
                     |b, (i, p)| if p > b.1 { (i, p) } else { b },
                 );
+                let index = predicted
+                    .and_then(|l| c.labels.iter().position(|x| x == l))
+                    .unwrap_or(argmax.0);
+                let confidence = probabilities[index];
                 let label = c.labels[index].clone();
+                let calibrated = c.scores != ScoreKind::Scores;
                 Interpretation::Classification(Prediction {
                     anomaly: c.anomaly_labels.contains(&label),
-                    low_confidence: c.min_confidence.is_some_and(|m| confidence < m),
+                    low_confidence: calibrated && c.min_confidence.is_some_and(|m| confidence < m),
                     label,
                     index,
                     confidence,

@@ -104,6 +104,7 @@ fn invalid_contracts_are_refused() {
     );
     let mut c = contract();
     c.task = Task::Classification(ClassificationTask {
+        label_output: None,
         output: "missing".into(),
         scores: ScoreKind::Probabilities,
         labels: vec!["a".into()],

@@ -75,7 +75,8 @@ pub struct SelfTestSample {
     pub inputs: Vec<Tensor>,
     /// Expected outputs (any subset of the model's outputs).
     pub outputs: Vec<Tensor>,
-    /// Largest absolute difference allowed per float value (integers must match exactly).
+    /// Tolerance per float value: `|got − want| ≤ tolerance · max(1, |want|)` (absolute up
+    /// to magnitude 1, relative above); integers and strings must match exactly.
     pub tolerance: f64,
 }
 

@@ -241,10 +241,20 @@ impl TensorSpec {
         true
     }
 
-    /// Values in one sample (product of the dimensions after the first), when all are
-    /// fixed.
+    /// The dimensions of one sample: those after the first when the first is a batch
+    /// dimension (variable, or a fixed 1 ahead of others), else the whole shape (a model
+    /// that takes exactly one `[16]` or `[3, 1024]` tensor).
+    pub fn sample_dims(&self) -> &[Dim] {
+        match self.shape.first() {
+            Some(Dim::Var(_)) => &self.shape[1..],
+            Some(Dim::Fixed(1)) if self.shape.len() > 1 => &self.shape[1..],
+            _ => &self.shape,
+        }
+    }
+
+    /// Values in one sample (see [`TensorSpec::sample_dims`]), when all are fixed.
     pub fn sample_len(&self) -> Option<usize> {
-        self.shape.get(1..)?.iter().try_fold(1usize, |a, d| {
+        self.sample_dims().iter().try_fold(1usize, |a, d| {
             a.checked_mul(usize::try_from(d.fixed()?).ok()?)
         })
     }

@@ -57,7 +57,7 @@ impl ActiveModel {
     ) -> Result<Vec<Tensor>, InferenceError> {
         let start = Instant::now();
         let r = self.model.infer(inputs, requested);
-        let samples = inputs.first().map_or(1, |t| t.rows()) as u64;
+        let samples = self.samples(inputs);
         self.count(r.as_ref().err(), samples, start);
         r
     }
@@ -66,7 +66,7 @@ impl ActiveModel {
     /// outcome.
     pub fn score(&self, inputs: Vec<Tensor>) -> Result<Scored, InferenceError> {
         let start = Instant::now();
-        let samples = inputs.first().map_or(1, |t| t.rows()) as u64;
+        let samples = self.samples(&inputs);
         let r = self.model.score(inputs);
         self.count(r.as_ref().err(), samples, start);
         r
@@ -84,6 +84,14 @@ impl ActiveModel {
     pub fn predict(&self, row: &[f64]) -> Result<Interpretation, InferenceError> {
         self.score_rows(&[row.to_vec()])
             .map(|mut s| s.interpretations.pop().unwrap_or(Interpretation::Raw))
+    }
+
+    fn samples(&self, inputs: &[Tensor]) -> u64 {
+        if self.model.contract().batched() {
+            inputs.first().map_or(1, Tensor::rows) as u64
+        } else {
+            1
+        }
     }
 
     fn count(&self, err: Option<&InferenceError>, samples: u64, start: Instant) {

@@ -20,7 +20,7 @@ use outpost_inference::spec::SpecError;
 use outpost_inference::{InferenceError, contract_from_graph, selftest};
 use outpost_protocol::SigningKey;
 use outpost_protocol::bundle::{BuildError, BuiltBundle, BundleBuilder};
-use outpost_protocol::contract::ModelContract;
+use outpost_protocol::contract::{ModelContract, ScoreKind, Task};
 use outpost_protocol::keys::KeyError;
 use outpost_protocol::manifest::{Lineage, ModelRef, Requirements, valid_name};
 
@@ -200,7 +200,22 @@ pub fn prepare(
     if let Some(e) = csv_error {
         return Err(e.into());
     }
-    let measured = measured?;
+    let mut measured = measured?;
+    let mut contract = contract;
+    // A classifier derived as giving probabilities whose outputs are not (a linear or
+    // support-vector decision function): read them as uncalibrated scores, unless the
+    // spec said what they are.
+    let spec_scores = spec.overlay.task.as_ref().and_then(|t| t.scores);
+    if let (None, Task::Classification(t)) = (spec_scores, &mut contract.task)
+        && t.scores == ScoreKind::Probabilities
+        && !outpost_inference::graph::scores_are_probabilities(
+            &measured.model.contract().clone(),
+            &measured.samples,
+        )
+    {
+        t.scores = ScoreKind::Scores;
+        measured.model = measured.model.with_contract(contract.clone())?;
+    }
     let baseline = match (baseline_csv, &sample) {
         (Some(p), Some(s)) => Some(baseline::profile(p, s, &measured.model)?),
         _ => None,
