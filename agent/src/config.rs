@@ -31,7 +31,8 @@
 //! max_body_bytes = 8388608  # requests (JSON or OIP binary tensors) up to this size
 //!
 //! [store]
-//! max_bytes = 67108864       # one budget across all streams
+//! max_bytes = 67108864       # one budget across all streams, for the store's files on
+//!                            # disk (database, WAL, …: at most max_bytes + 352 KiB)
 //! when_full = "evict_lowest_oldest"   # or "reject_new"
 //! durability = "normal"      # or "full"
 //! priority = { captures = 0, telemetry = 1, events = 2 }   # higher is kept longer

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
 
 use super::*;
 
@@ -198,6 +199,8 @@ fn a_full_disk_evicts_and_retries_then_refuses_without_crashing() {
     for _ in 0..200 {
         s.append(&[rec("captures", &body)]).unwrap();
     }
+    // One event first: its table's only page is now too full for a second one.
+    s.append(&[rec("events", &body)]).unwrap();
     // Cap the file at its current size: the next appends hit SQLITE_FULL, as on a full disk.
     let pages: i64 = s
         .conn
@@ -226,13 +229,258 @@ fn a_full_disk_evicts_and_retries_then_refuses_without_crashing() {
         "file grew past the cap: {now} > {pages} pages"
     );
     let ev = &s.stats()["events"];
-    assert_eq!(ev.appended + ev.rejected, 401);
+    assert_eq!(ev.appended + ev.rejected, 402);
     assert_eq!(ev.rejected, refused);
     assert_eq!(
         s.stats()["captures"].records,
         0,
         "all low-priority data given up before events"
     );
+    // Captures cannot displace events, even at the file cap: they take the room of older
+    // captures or are refused, and either way it is counted.
+    let events = (s.stats()["events"].records, s.stats()["events"].evicted);
+    for _ in 0..20 {
+        s.append(&[rec("captures", &body)]).unwrap();
+    }
+    let c = &s.stats()["captures"];
+    assert_eq!((c.appended - 200) + c.rejected, 20);
+    assert_eq!(c.appended, c.records + c.evicted);
+    let c_rejected = c.rejected;
+    assert_eq!(
+        (s.stats()["events"].records, s.stats()["events"].evicted),
+        events
+    );
+    // With no capture left to give up, a capture too large for the pages left free is
+    // refused, counted, and nothing else is touched.
+    let held = seqs(&s, "captures");
+    if let (Some(a), Some(b)) = (held.first(), held.last()) {
+        s.ack("captures", *a, *b).unwrap();
+    }
+    let big = vec![4u8; 12_000];
+    let r = s.append(&[rec("captures", &big)]).unwrap();
+    assert!(matches!(r[0], Err(Rejected::DiskFull(_))), "{r:?}");
+    assert_eq!(s.stats()["captures"].rejected, c_rejected + 1);
+    assert_eq!(s.stats()["events"].evicted, events.1);
+}
+
+#[test]
+fn at_the_file_cap_reject_new_refuses_without_evicting() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg(64 << 20);
+    c.when_full = WhenFull::RejectNew;
+    let (mut s, _) = Store::open(d.path(), c).unwrap();
+    let body = vec![3u8; 3000];
+    s.append(&[rec("captures", &body), rec("events", &body)])
+        .unwrap();
+    let pages: i64 = s
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    s.conn
+        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .unwrap();
+    let r = s
+        .append(&[rec("events", &body), rec("events", &body)])
+        .unwrap();
+    assert!(
+        r.iter().all(|r| matches!(r, Err(Rejected::DiskFull(_)))),
+        "{r:?}"
+    );
+    assert_eq!(
+        (s.stats()["events"].rejected, s.stats()["captures"].evicted),
+        (2, 0)
+    );
+    assert_eq!(
+        s.stats()["captures"].records,
+        1,
+        "nothing evicted under reject_new"
+    );
+}
+
+#[test]
+fn tools_reading_the_file_still_see_one_records_table() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut s, _) = Store::open(d.path(), cfg(10_000)).unwrap();
+    let body = vec![7u8; 936];
+    for st in ["events", "telemetry", "captures", "captures", "telemetry"] {
+        s.append(&[rec(st, &body)]).unwrap();
+    }
+    for _ in 0..8 {
+        s.append(&[rec("events", &body)]).unwrap();
+    }
+    s.ack("events", 1, 1).unwrap();
+    // Another connection, while the store is open (as the bridge's durability test does).
+    let c = rusqlite::Connection::open(d.path().join("store.db")).unwrap();
+    let n: i64 = c
+        .query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))
+        .unwrap();
+    let held: u64 = s.stats().values().map(|v| v.records).sum();
+    assert_eq!(n as u64, held);
+    let by_stream: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM records WHERE stream = 'events' AND size = 1000",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by_stream as u64, s.stats()["events"].records);
+    let logged: i64 = c
+        .query_row("SELECT SUM(count) FROM evicted_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        logged as u64,
+        s.stats().values().map(|v| v.evicted).sum::<u64>()
+    );
+    let next: i64 = c
+        .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(next as u64, s.next_seq());
+}
+
+// ---- eviction log volume -----------------------------------------------------------------
+
+thread_local! {
+    static FAKE_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn fake_now() -> u64 {
+    FAKE_MS.with(|c| c.get())
+}
+
+/// Formatted WARN-and-above output of every test in this binary, each line tagged with its
+/// thread. Global: a scoped subscriber can miss events when another thread registers the
+/// same callsite at the same time.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Captured(buf))
+            .with_ansi(false)
+            .with_thread_ids(true)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        buf
+    })
+}
+
+struct Captured(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    let at = line.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn evictions_are_logged_once_per_interval_not_once_per_eviction() {
+    let logs = captured_logs();
+    let me = format!("{:?} ", std::thread::current().id());
+    let d = tempfile::tempdir().unwrap();
+    let step_ms = 50;
+    let batches = 4_000u64;
+    let (mut s, _) = Store::open(d.path(), cfg(64 << 10)).unwrap();
+    s.clock = fake_now;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for i in 0..batches {
+        FAKE_MS.with(|c| c.set(i * step_ms));
+        let bodies: Vec<(&str, Vec<u8>)> = (0..rng.random_range(1..8))
+            .map(|_| {
+                let st = STREAMS[rng.random_range(0..3)];
+                (st, vec![1u8; rng.random_range(50..3000)])
+            })
+            .collect();
+        let recs: Vec<NewRecord<'_>> = bodies.iter().map(|(st, b)| rec(st, b)).collect();
+        s.append(&recs).unwrap();
+    }
+    let evicted: u64 = s.stats().values().map(|v| v.evicted).sum();
+    let refused: u64 = s.stats().values().map(|v| v.rejected).sum();
+    drop(s); // logs what is pending
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let mine: Vec<&str> = text.lines().filter(|l| l.contains(&me)).collect();
+    let lines: Vec<&str> = mine
+        .iter()
+        .copied()
+        .filter(|l| l.contains("store full"))
+        .collect();
+    let intervals = batches * step_ms / SUMMARY_INTERVAL_MS;
+    assert!(evicted > 1_000, "the flood evicted only {evicted} records");
+    // One line per interval, the first at once, and the one left at close.
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= intervals + 2,
+        "{} lines for {intervals} intervals",
+        lines.len()
+    );
+    assert!(lines.iter().all(|l| l.contains("WARN")));
+    // The summaries account for every eviction and refusal.
+    let sum = |f: &str| lines.iter().map(|l| field(l, f)).sum::<u64>();
+    assert_eq!((sum("evicted"), sum("refused")), (evicted, refused));
+    assert_eq!(mine.len(), lines.len(), "nothing else logged: {mine:#?}");
+}
+
+#[test]
+fn a_schema_1_database_is_upgraded_in_place() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let c = rusqlite::Connection::open(d.path().join("store.db")).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE records (seq INTEGER PRIMARY KEY, stream TEXT NOT NULL,
+                 ts_ms INTEGER NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL);
+             CREATE INDEX records_stream_seq ON records (stream, seq);
+             CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE evicted_log (id INTEGER PRIMARY KEY, stream TEXT NOT NULL,
+                 first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+                 count INTEGER NOT NULL, at_ms INTEGER NOT NULL);
+             INSERT INTO meta VALUES ('schema', 1), ('next_seq', 9);
+             INSERT INTO counters VALUES ('acked:telemetry', 3), ('evicted:captures', 2);
+             INSERT INTO records VALUES (6, 'telemetry', 1, x'aa', 65),
+                 (7, 'captures', 1, zeroblob(5000), 5064), (8, 'events', 1, x'bb', 65);",
+        )
+        .unwrap();
+    }
+    let (mut s, reset) = Store::open(d.path(), cfg(1 << 20)).unwrap();
+    assert!(reset.is_none(), "upgraded, not replaced");
+    assert_eq!(seqs(&s, "telemetry"), vec![6]);
+    assert_eq!(
+        s.next_batch("captures", 0, 10, 1 << 20).unwrap()[0]
+            .body
+            .len(),
+        5000
+    );
+    let t = &s.stats()["telemetry"];
+    assert_eq!((t.records, t.acked, t.appended), (1, 3, 4));
+    assert_eq!(
+        s.stats()["captures"].bytes,
+        8192,
+        "re-accounted in whole pages"
+    );
+    assert_eq!(s.next_seq(), 9);
+    let v: i64 = s
+        .conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 2, "incremental vacuum enabled");
+    assert_eq!(s.append(&[rec("events", b"c")]).unwrap(), vec![Ok(9)]);
 }
 
 // ---- model-based property test ---------------------------------------------------------
