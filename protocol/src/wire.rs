@@ -354,6 +354,8 @@ pub enum EventKind {
     DeviceOnline,
     /// A device failed to apply an update.
     UpdateFailed,
+    /// The bridge signed a checkpoint of its audit trail (details: the checkpoint).
+    AuditCheckpoint,
     /// Any kind this build does not know (forward compatibility).
     #[serde(other)]
     Unknown,
@@ -372,6 +374,7 @@ impl EventKind {
             Self::DeviceOffline => "device_offline",
             Self::DeviceOnline => "device_online",
             Self::UpdateFailed => "update_failed",
+            Self::AuditCheckpoint => "audit_checkpoint",
             Self::Unknown => "unknown",
         }
     }
