@@ -59,9 +59,18 @@ enum Cmd {
     },
     /// Show (or verify) the audit trail.
     Audit {
-        /// Verify the hash chain; exit 1 if it was tampered with.
+        /// Verify the hash chain and every stored checkpoint; exit 1 if it was tampered
+        /// with.
         #[arg(long)]
         verify: bool,
+        /// With --verify: also check this copy of a checkpoint (the checkpoint JSON, or the
+        /// `audit_checkpoint` event a webhook received) against the chain (repeatable).
+        #[arg(long = "checkpoint", value_name = "FILE", requires = "verify")]
+        checkpoints: Vec<PathBuf>,
+        /// With --verify: trust the *.pub keys in DIR for checkpoint signatures (default:
+        /// the bridge's own keys in DATA_DIR/keys).
+        #[arg(long, value_name = "DIR", requires = "verify")]
+        trust: Option<PathBuf>,
         /// Newest N entries.
         #[arg(long, default_value_t = 50)]
         limit: u64,
@@ -158,6 +167,9 @@ struct ServeArgs {
     /// Chunks per second per device.
     #[arg(long, default_value_t = 200.0)]
     chunk_rate: f64,
+    /// Sign and publish an audit checkpoint at most every N seconds (when the log grew).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_checkpoint_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -609,16 +621,33 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Cmd::Deploy { cmd } => deploy(cli.data_dir, who, cmd),
         Cmd::Audit {
             verify,
+            checkpoints,
+            trust,
             limit,
             json,
         } => {
             let l = Local::open(&cli.data_dir)?;
             let c = l.db.lock();
             if verify {
-                let r = l.audit.verify(&c)?;
-                output(json, &cli::verify_json(&r), || {
+                let trust = match trust {
+                    Some(dir) => outpost_protocol::TrustStore::load_dir(&dir)
+                        .map_err(|e| CliError::from_err(&e))?,
+                    None => outpost_bridge::audit::local_trust(&cli.data_dir)
+                        .map_err(|e| CliError::from_err(&e))?,
+                };
+                let r = l
+                    .audit
+                    .verify_with_checkpoints(&c, &trust, &checkpoints)
+                    .map_err(|e| CliError::from_err(&e))?;
+                let mut j = cli::verify_json(&r);
+                j["checkpoints"] = r.checkpoints.into();
+                output(json, &j, || {
                     if r.problems.is_empty() {
-                        format!("audit trail intact: {} entries verified", r.rows)
+                        let cps = match r.checkpoints {
+                            0 => "no checkpoints yet".to_owned(),
+                            n => format!("{n} checkpoints match"),
+                        };
+                        format!("audit trail intact: {} entries verified, {cps}", r.rows)
                     } else {
                         format!(
                             "AUDIT TRAIL TAMPERED ({} entries):\n  {}",
@@ -841,6 +870,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
     cfg.device_broker_url = a.device_broker_url;
     cfg.chunk_rate = a.chunk_rate;
     cfg.device_auth = !a.no_device_auth;
+    cfg.audit_checkpoint = std::time::Duration::from_secs(a.audit_checkpoint_secs);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -66,6 +66,8 @@ pub struct ServeConfig {
     /// Refuse device messages that are not sealed with one of the device's keys (default
     /// on; off only for a fleet of agents that predate device keys).
     pub device_auth: bool,
+    /// Most often the audit chain is checkpointed (only when it has grown).
+    pub audit_checkpoint: Duration,
 }
 
 impl ServeConfig {
@@ -85,6 +87,7 @@ impl ServeConfig {
             fleet_tick: Duration::from_millis(250),
             gate: GateConfig::default(),
             device_auth: true,
+            audit_checkpoint: Duration::from_secs(60),
         }
     }
 }
@@ -159,11 +162,19 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Stops everything (ingest drains what is queued).
+    /// Stops everything (ingest drains what is queued), then checkpoints the audit trail
+    /// once more so the last checkpoint covers whatever the drained tasks appended (its
+    /// webhook copies wait in the outbox for the next start).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        if let Err(e) = self
+            .audit
+            .checkpoint(&self.db.lock(), &self.key, &self.events)
+        {
+            tracing::error!(error = %e, "cannot checkpoint the audit trail at shutdown");
         }
     }
 }
@@ -290,6 +301,14 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     tasks.push(tokio::spawn(
         fleet.clone().run(cfg.fleet_tick, shutdown_rx.clone()),
     ));
+    tasks.push(tokio::spawn(crate::audit::run_checkpoints(
+        db.clone(),
+        audit.clone(),
+        key.clone(),
+        events.clone(),
+        cfg.audit_checkpoint,
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(drift_alerts(
         db.clone(),
         events.clone(),

@@ -356,6 +356,8 @@ pub enum EventKind {
     UpdateFailed,
     /// A message on a device's topics failed device authentication.
     DeviceAuthFailed,
+    /// The bridge signed a checkpoint of its audit trail (details: the checkpoint).
+    AuditCheckpoint,
     /// Any kind this build does not know (forward compatibility).
     #[serde(other)]
     Unknown,
@@ -375,6 +377,7 @@ impl EventKind {
             Self::DeviceOnline => "device_online",
             Self::UpdateFailed => "update_failed",
             Self::DeviceAuthFailed => "device_auth_failed",
+            Self::AuditCheckpoint => "audit_checkpoint",
             Self::Unknown => "unknown",
         }
     }

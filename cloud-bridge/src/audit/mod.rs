@@ -1,4 +1,4 @@
-//! The audit trail: append-only and hash-chained.
+//! The audit trail: append-only and hash-chained, with signed checkpoints.
 //!
 //! Every operator and system action appends a row (who, what, target, why, when, details).
 //! Each row's hash is `SHA-256(prev_hash || id || at || actor || action || target || reason
@@ -7,12 +7,25 @@
 //! edited row breaks its own hash, a deleted row breaks the next row's link (or the ids),
 //! and deleting the newest rows is caught by the head file. SQLite triggers refuse UPDATE
 //! and DELETE on the table, so tampering needs deliberate effort — and is then detected.
+//!
+//! Someone with write access to the data directory can still truncate the table, recompute
+//! a consistent chain and rewrite the head file. [`checkpoint`] closes that gap the way
+//! transparency logs do with signed tree heads: the bridge signs `(size, head)` with its
+//! bundle key and publishes it (event topic, webhooks), so copies held elsewhere pin the
+//! chain's prefix; [`verify_against`] checks the current chain against any such copy.
+
+pub mod checkpoint;
 
 use std::path::{Path, PathBuf};
 
 use outpost_protocol::Digest;
 use rusqlite::{Connection, params};
 use serde::Serialize;
+
+pub use checkpoint::{
+    CHECKPOINT_DOMAIN, CHECKPOINT_FILE, CHECKPOINT_FORMAT, Checkpoint, CheckpointError,
+    MAX_CHECKPOINT_BYTES, VerifiedCheckpoint, local_trust, run_checkpoints, verify_against,
+};
 
 /// The hash before the first row.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -45,6 +58,8 @@ pub struct AuditEntry {
 pub struct VerifyReport {
     /// Rows checked.
     pub rows: u64,
+    /// Signed checkpoints checked against the chain (0 for [`Audit::verify`]).
+    pub checkpoints: u64,
     /// Problems found (empty: intact).
     pub problems: Vec<String>,
 }
@@ -86,10 +101,57 @@ fn hash(f: &Fields<'_>) -> String {
     Digest::of_parts(parts).to_hex()
 }
 
+/// The columns [`StoredRow::read`] expects, in order.
+const ROW_COLUMNS: &str = "id, at, actor, action, target, reason, details, prev_hash, hash";
+
+/// One row exactly as stored (details as the hashed text, not parsed).
+struct StoredRow {
+    id: i64,
+    at: u64,
+    actor: String,
+    action: String,
+    target: String,
+    reason: String,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl StoredRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            at: r.get::<_, i64>(1)? as u64,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            reason: r.get(5)?,
+            details: r.get(6)?,
+            prev_hash: r.get(7)?,
+            hash: r.get(8)?,
+        })
+    }
+
+    /// This row's hash if the row before it hashed to `prev`.
+    fn hash_with(&self, prev: &str) -> String {
+        hash(&Fields {
+            prev,
+            id: self.id,
+            at: self.at,
+            actor: &self.actor,
+            action: &self.action,
+            target: &self.target,
+            reason: &self.reason,
+            details: &self.details,
+        })
+    }
+}
+
 /// The audit log.
 #[derive(Debug, Clone)]
 pub struct Audit {
     head_file: PathBuf,
+    checkpoint_file: PathBuf,
 }
 
 impl Audit {
@@ -97,6 +159,7 @@ impl Audit {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             head_file: data_dir.join("audit.head"),
+            checkpoint_file: data_dir.join(CHECKPOINT_FILE),
         }
     }
 
@@ -170,46 +233,33 @@ impl Audit {
 
     /// Recomputes the chain.
     pub fn verify(&self, c: &Connection) -> rusqlite::Result<VerifyReport> {
-        let mut q = c.prepare("SELECT id, at, actor, action, target, reason, details, prev_hash, hash FROM audit ORDER BY id")?;
+        let mut q = c.prepare(&format!("SELECT {ROW_COLUMNS} FROM audit ORDER BY id"))?;
         let mut rows = q.query([])?;
         let mut problems = Vec::new();
         let (mut expect_id, mut prev) = (1i64, GENESIS.to_owned());
         let mut n = 0u64;
         while let Some(r) = rows.next()? {
             n += 1;
-            let id: i64 = r.get(0)?;
-            let at: i64 = r.get(1)?;
-            let (actor, action, target, reason, details): (String, String, String, String, String) =
-                (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
-            let (stored_prev, stored_hash): (String, String) = (r.get(7)?, r.get(8)?);
+            let row = StoredRow::read(r)?;
+            let id = row.id;
             if id != expect_id {
                 problems.push(format!(
                     "rows {expect_id}..{} are missing (deleted)",
                     id - 1
                 ));
             }
-            if stored_prev != prev {
+            if row.prev_hash != prev {
                 problems.push(format!(
                     "row {id} does not link to the row before it (a row was deleted or replaced)"
                 ));
             }
-            let h = hash(&Fields {
-                prev: &stored_prev,
-                id,
-                at: at as u64,
-                actor: &actor,
-                action: &action,
-                target: &target,
-                reason: &reason,
-                details: &details,
-            });
-            if h != stored_hash {
+            if row.hash_with(&row.prev_hash) != row.hash {
                 problems.push(format!(
                     "row {id} was modified (its hash does not match its content)"
                 ));
             }
             expect_id = id + 1;
-            prev = stored_hash;
+            prev = row.hash;
         }
         match std::fs::read_to_string(&self.head_file) {
             Ok(head) => {
@@ -229,7 +279,11 @@ impl Audit {
                 self.head_file.display()
             )),
         }
-        Ok(VerifyReport { rows: n, problems })
+        Ok(VerifyReport {
+            rows: n,
+            checkpoints: 0,
+            problems,
+        })
     }
 }
 
