@@ -110,7 +110,10 @@ async fn provisioned_agent_pulls_a_bundle_through_the_bridge_with_broker_auth() 
     assert!(
         wait_until(10, || {
             let d = shown();
-            d.online && d.state.and_then(|s| s.active).is_some_and(|a| a.model.version == 1)
+            d.online
+                && d.state
+                    .and_then(|s| s.active)
+                    .is_some_and(|a| a.model.version == 1)
         })
         .await,
         "{:?}",
