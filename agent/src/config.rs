@@ -29,6 +29,11 @@
 //! http = "127.0.0.1:8089"    # "" disables
 //! unix_socket = "/run/outpost/agent.sock"
 //! max_body_bytes = 8388608  # requests (JSON or OIP binary tensors) up to this size
+//! max_connections = 256      # per listener; over it the longest-waiting idle one gives way
+//! header_read_timeout_ms = 10000   # a request head must arrive within this
+//! idle_timeout_ms = 30000    # no request running, no byte moving (keep-alive: the shorter
+//!                            # of this and the header timeout)
+//! request_timeout_ms = 60000 # longer requests are answered 503
 //!
 //! [store]
 //! max_bytes = 67108864       # one budget across all streams, for the store's files on
@@ -121,6 +126,32 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// `[api]`'s connection limits over [`outpost_net::HttpLimits`]' defaults.
+fn api_limits(a: &RawApi) -> Result<outpost_net::HttpLimits, ConfigError> {
+    use outpost_net::LimitsError;
+    let d = outpost_net::HttpLimits::default();
+    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+    let limits = outpost_net::HttpLimits {
+        max_connections: a.max_connections.unwrap_or(d.max_connections),
+        header_read_timeout: ms(a.header_read_timeout_ms, d.header_read_timeout),
+        idle_timeout: ms(a.idle_timeout_ms, d.idle_timeout),
+        request_timeout: ms(a.request_timeout_ms, d.request_timeout),
+        ..d
+    };
+    limits.validate().map_err(|e| {
+        let field = match &e {
+            LimitsError::MaxConnections(_) => "api.max_connections",
+            LimitsError::Timeout { field, .. } => match *field {
+                "header_read_timeout" => "api.header_read_timeout_ms",
+                "idle_timeout" => "api.idle_timeout_ms",
+                _ => "api.request_timeout_ms",
+            },
+        };
+        invalid(field, e.to_string())
+    })?;
+    Ok(limits)
+}
+
 /// How to reach the broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
@@ -175,6 +206,8 @@ pub struct ApiConfig {
     pub unix_socket: Option<PathBuf>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Connection cap and timeouts of each listener.
+    pub limits: outpost_net::HttpLimits,
 }
 
 /// Which sensor feeds the pipeline.
@@ -417,6 +450,10 @@ struct RawApi {
     http: Option<String>,
     unix_socket: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -587,6 +624,7 @@ impl AgentConfig {
                 "must be within 1 KiB..=64 MiB",
             ));
         }
+        let limits = api_limits(&a)?;
 
         let s = raw.sensor;
         let kind = match s.kind.as_deref().unwrap_or("none") {
@@ -782,6 +820,7 @@ impl AgentConfig {
                 http,
                 unix_socket: a.unix_socket.map(rel),
                 max_body_bytes,
+                limits,
             },
             sensor: SensorConfig {
                 kind,
@@ -824,6 +863,15 @@ mod tests {
         );
         assert_eq!(c.api.http, Some(SocketAddr::from(([127, 0, 0, 1], 8089))));
         assert_eq!(c.sensor.kind, SensorKind::None);
+        assert_eq!(c.api.limits, outpost_net::HttpLimits::default());
+        let c = cfg("[api]\nmax_connections = 8\nheader_read_timeout_ms = 500").unwrap();
+        assert_eq!(
+            (
+                c.api.limits.max_connections,
+                c.api.limits.header_read_timeout
+            ),
+            (8, Duration::from_millis(500))
+        );
         let c = cfg("[broker]\nurl = \"mqtts://broker.example:8884\"\n[api]\nhttp = \"\"").unwrap();
         assert!(c.broker.tls && c.broker.port == 8884 && c.api.http.is_none());
         let c = cfg("[sensor]\nkind = \"simulated\"\nmode = \"imbalance\"\ndrift = 0.3").unwrap();
@@ -848,6 +896,9 @@ mod tests {
                 "sensor.drift",
             ),
             ("[api]\nhttp = \"localhost\"", "api.http"),
+            ("[api]\nmax_connections = 0", "api.max_connections"),
+            ("[api]\nidle_timeout_ms = 0", "api.idle_timeout_ms"),
+            ("[api]\nrequest_timeout_ms = 0", "api.request_timeout_ms"),
             ("[store]\nmax_bytes = 10", "store.max_bytes"),
             ("[store]\nwhen_full = \"panic\"", "store.when_full"),
             ("[sync]\nzstd_level = 40", "sync.zstd_level"),

@@ -68,6 +68,10 @@ pub struct RunningAgent {
     pub link: LinkHandle,
     /// Where the HTTP API listens (resolved if the config said port 0).
     pub http_addr: Option<SocketAddr>,
+    /// Connection counters of the HTTP API listener.
+    pub http_conns: Arc<outpost_net::ConnStats>,
+    /// Connection counters of the Unix-socket API listener.
+    pub unix_conns: Arc<outpost_net::ConnStats>,
     /// The sensor pipeline, if a sensor is configured.
     pub pipeline: Option<PipelineHandle>,
     /// The offline store (None if it could not be opened at all).
@@ -214,6 +218,8 @@ pub async fn start(
         sink,
     ));
     let mut http_addr = None;
+    let http_conns = Arc::new(outpost_net::ConnStats::default());
+    let unix_conns = Arc::new(outpost_net::ConnStats::default());
     if let Some(addr) = cfg.api.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -225,6 +231,8 @@ pub async fn start(
         tasks.push(tokio::spawn(crate::api::serve_tcp(
             l,
             router.clone(),
+            cfg.api.limits,
+            http_conns.clone(),
             shutdown_rx.clone(),
         )));
     }
@@ -236,6 +244,8 @@ pub async fn start(
         tasks.push(tokio::spawn(crate::api::serve_unix(
             l,
             router.clone(),
+            cfg.api.limits,
+            unix_conns.clone(),
             shutdown_rx.clone(),
         )));
     }
@@ -301,6 +311,8 @@ pub async fn start(
         models,
         link,
         http_addr,
+        http_conns,
+        unix_conns,
         pipeline,
         store,
         uplink,

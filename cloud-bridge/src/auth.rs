@@ -48,8 +48,20 @@ fn ensure_table(c: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Why a token could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The name is not 1..=64 of `[A-Za-z0-9._-]`.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    /// Database failure.
+    #[error("token database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
 /// Creates (or replaces) a token; returns the secret.
-pub fn add_token(c: &Connection, name: &str, role: Role) -> rusqlite::Result<String> {
+pub fn add_token(c: &Connection, name: &str, role: Role) -> Result<String, AuthError> {
+    crate::input::device_id("token name", name)?;
     ensure_table(c)?;
     let token = format!("opt_{}", crate::devices::random_secret());
     c.execute(

@@ -48,7 +48,9 @@ cli_err!(
     crate::export::ExportError,
     crate::server::ServeError,
     crate::broker::tls::TlsError,
-    crate::broker::external::ExternalError
+    crate::broker::external::ExternalError,
+    crate::auth::AuthError,
+    crate::input::InputError
 );
 
 /// The local data directory opened for commands.
@@ -152,15 +154,9 @@ pub fn spinner(msg: &str) -> indicatif::ProgressBar {
     p
 }
 
-/// `k=v` list → pairs.
-pub fn pairs(v: &[String], what: &str) -> Result<Vec<(String, String)>, CliError> {
-    v.iter()
-        .map(|t| {
-            t.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .ok_or_else(|| CliError(format!("{what} {t:?} must be k=v")))
-        })
-        .collect()
+/// `k=v` list → pairs, within the tag caps (the API's filters use the same check).
+pub fn pairs(v: &[String], what: &'static str) -> Result<Vec<(String, String)>, CliError> {
+    Ok(crate::input::tag_pairs(what, v)?)
 }
 
 /// Summary JSON of a model record for lists.

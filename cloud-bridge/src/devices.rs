@@ -25,9 +25,9 @@ pub enum DeviceError {
     /// Invalid id.
     #[error("invalid device id {0:?}: use 1..=64 of [A-Za-z0-9._-]")]
     BadId(String),
-    /// Invalid tag.
-    #[error("invalid tag {0:?}: expected k=v")]
-    BadTag(String),
+    /// Input over a cap or not of its form (tags, target).
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// Already provisioned.
     #[error("device {0} already exists")]
     Exists(String),
@@ -107,14 +107,9 @@ pub struct CertOptions<'a> {
     pub use_tls: bool,
 }
 
-/// Parses `k=v` tags.
+/// Parses `k=v` tags (within [`crate::input`]'s tag caps).
 pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>, DeviceError> {
-    tags.iter()
-        .map(|t| match t.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-            _ => Err(DeviceError::BadTag(t.clone())),
-        })
-        .collect()
+    Ok(crate::input::tag_pairs("tags", tags)?.into_iter().collect())
 }
 
 fn cred_hash(id: &str, password: &str) -> String {
@@ -212,6 +207,7 @@ pub fn add_with(
     actor: &str,
     certs: CertOptions<'_>,
 ) -> Result<Provisioned, DeviceError> {
+    crate::input::bounded("device id", id, crate::input::MAX_DEVICE_ID)?;
     if !valid_device_id(id) {
         return Err(DeviceError::BadId(id.into()));
     }
@@ -222,6 +218,8 @@ pub fn add_with(
     if certs.use_tls && !broker_url.starts_with("mqtts://") {
         return Err(DeviceError::NotTlsUrl(broker_url.into()));
     }
+    crate::input::name("target", target)?;
+    crate::input::url("broker URL", broker_url)?;
     let tags = parse_tags(tags)?;
     let exists: i64 = c.query_row(
         "SELECT COUNT(*) FROM devices WHERE id = ?1 AND cred_hash IS NOT NULL",

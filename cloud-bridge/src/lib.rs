@@ -17,6 +17,7 @@ pub mod export;
 pub mod fleet;
 pub mod fsutil;
 pub mod ingest;
+pub mod input;
 pub mod inspect;
 pub mod keys;
 pub mod mqtt;

@@ -158,6 +158,10 @@ struct ServeArgs {
     /// HTTP API listen address ("" disables).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
+    /// HTTP API: most connections at once (over it, the longest-waiting idle one gives
+    /// way, or the new one is closed).
+    #[arg(long, default_value_t = outpost_net::HttpLimits::default().max_connections)]
+    http_max_connections: usize,
     /// POST events to this URL (repeatable).
     #[arg(long = "webhook")]
     webhooks: Vec<String>,
@@ -867,6 +871,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
     cfg.gate.max_connections = a.max_connections;
     cfg.gate.validate().map_err(|e| CliError(e.to_string()))?;
     cfg.webhooks = a.webhooks;
+    cfg.http_limits.max_connections = a.http_max_connections;
     cfg.device_broker_url = a.device_broker_url;
     cfg.chunk_rate = a.chunk_rate;
     cfg.device_auth = !a.no_device_auth;

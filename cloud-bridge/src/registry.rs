@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::bundles::BundleStore;
+use crate::input;
 use crate::packaging::{self, PackError, PackInput, SpecFile, read_capped};
 use crate::profile::ValidationProfile;
 
@@ -33,6 +34,9 @@ pub enum RegistryError {
     /// No such model version.
     #[error("model {0} not found")]
     NotFound(String),
+    /// Input over a cap or not of its form (names, tags, reasons, filters).
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// A deployment uses it.
     #[error(
         "model {model} is used by active deployment(s) {deployments}; abort or finish them first"
@@ -139,6 +143,7 @@ pub fn register(
     key: &SigningKey,
     req: RegisterRequest,
 ) -> Result<(ModelRecord, ValidationProfile), RegistryError> {
+    check_request(&req)?;
     let model_path = req.files.first().ok_or(RegistryError::NoModel)?;
     let spec_path = req.spec.clone().or_else(|| {
         let p = model_path
@@ -201,6 +206,9 @@ pub fn register(
     };
     let packed = packaging::pack(onnx, &spec, prepared, input, key)?;
     let m = &packed.bundle.manifest;
+    // The spec file adds tags and the description.
+    input::tag_map("tags", &m.tags)?;
+    input::text("description", &m.description)?;
     bundles.put(packed.bundle.digest, &packed.bundle.bytes)?;
     let rec = ModelRecord {
         name: req.name.clone(),
@@ -254,6 +262,22 @@ pub fn register(
     Ok((rec, validation))
 }
 
+/// The request's own strings within [`crate::input`]'s caps.
+fn check_request(req: &RegisterRequest) -> Result<(), RegistryError> {
+    input::tag_pairs("tags", &req.tags)?;
+    input::text("reason", &req.reason)?;
+    for (field, v) in [
+        ("source_commit", &req.source_commit),
+        ("dataset_id", &req.dataset_id),
+        ("dataset_sha256", &req.dataset_sha256),
+    ] {
+        if let Some(v) = v {
+            input::bounded(field, v, input::MAX_TAG_VALUE)?;
+        }
+    }
+    Ok(())
+}
+
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
     let tags: String = r.get(7)?;
     let lineage: String = r.get(8)?;
@@ -282,6 +306,11 @@ const COLS: &str = "name, version, digest, created_at, created_by, reason, descr
 
 /// Lists versions matching `f`, by name then version.
 pub fn list(c: &Connection, f: &ModelFilter) -> Result<Vec<ModelRecord>, RegistryError> {
+    if let Some(n) = &f.name {
+        input::bounded("name", n, input::MAX_NAME)?;
+    }
+    input::tag_list("tag", &f.tags)?;
+    input::count("lineage", f.lineage.len(), input::MAX_TAGS)?;
     let mut sql = format!("SELECT {COLS} FROM models m WHERE 1 = 1");
     let mut args: Vec<String> = Vec::new();
     if let Some(n) = &f.name {
@@ -302,11 +331,15 @@ pub fn list(c: &Connection, f: &ModelFilter) -> Result<Vec<ModelRecord>, Registr
             "source_commit" | "dataset_id" | "dataset_sha256" | "training_run" | "created_by"
             | "reason" => k.as_str(),
             _ => {
-                return Err(RegistryError::NotFound(format!(
-                    "lineage field {k:?} (use source_commit, dataset_id, dataset_sha256, training_run, created_by)"
-                )));
+                return Err(input::InputError::NotOneOf {
+                    field: "lineage field",
+                    value: k.chars().take(64).collect(),
+                    allowed: "source_commit, dataset_id, dataset_sha256, training_run, created_by, reason",
+                }
+                .into());
             }
         };
+        input::bounded(field, v, input::MAX_TEXT)?;
         args.push(v.clone());
         sql += &format!(" AND json_extract(lineage, '$.{field}') = ?{}", args.len());
     }
@@ -365,6 +398,7 @@ pub fn delete(
     actor: &str,
     reason: &str,
 ) -> Result<(), RegistryError> {
+    input::text("reason", reason)?;
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rec = show(&tx, name, Some(version))?;
     let using: Vec<String> = {

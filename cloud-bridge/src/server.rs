@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub broker: BrokerChoice,
     /// HTTP API listener (None: no API).
     pub http: Option<SocketAddr>,
+    /// The HTTP API's connection cap and timeouts.
+    pub http_limits: outpost_net::HttpLimits,
     /// Webhook URLs for events.
     pub webhooks: Vec<String>,
     /// Broker URL written into provisioned devices' configs (default: derived).
@@ -80,6 +82,7 @@ impl ServeConfig {
                 auth: true,
             },
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            http_limits: outpost_net::HttpLimits::default(),
             webhooks: Vec::new(),
             device_broker_url: None,
             chunk_rate: 200.0,
@@ -104,6 +107,12 @@ pub enum ServeError {
     /// Broker.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The HTTP API's limits.
+    #[error("HTTP API: {0}")]
+    HttpLimits(#[from] outpost_net::LimitsError),
+    /// A URL over its cap.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// Filesystem.
     #[error("{what}: {source}")]
     Io {
@@ -149,6 +158,8 @@ pub struct Bridge {
     pub gate: Option<Arc<GateStats>>,
     /// Where the API listens.
     pub http_addr: Option<SocketAddr>,
+    /// The API listener's connection counters.
+    pub http_conns: Arc<outpost_net::ConnStats>,
     /// Whether the bridge's MQTT client is connected.
     pub connected: watch::Receiver<bool>,
     /// Outbound MQTT queue.
@@ -181,6 +192,10 @@ impl Bridge {
 
 /// Starts the bridge.
 pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
+    cfg.http_limits.validate()?;
+    for url in cfg.webhooks.iter().chain(&cfg.device_broker_url) {
+        crate::input::url("URL", url)?;
+    }
     let db = Db::open(&cfg.data_dir)?;
     let key = Arc::new(signing_key(&cfg.data_dir)?);
     let audit = Audit::new(&cfg.data_dir);
@@ -316,6 +331,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     )));
 
     let mut http_addr = None;
+    let http_conns = Arc::new(outpost_net::ConnStats::default());
     if let Some(addr) = cfg.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -335,8 +351,15 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             fleet: fleet.clone(),
             counters: Some((server.clone(), ingest_stats.clone())),
             gate: gate_stats.clone(),
+            http: Some(http_conns.clone()),
         };
-        tasks.push(tokio::spawn(api::serve(l, st, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(api::serve(
+            l,
+            st,
+            cfg.http_limits,
+            http_conns.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     Ok(Bridge {
         db,
@@ -350,6 +373,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         broker_tls,
         gate: gate_stats,
         http_addr,
+        http_conns,
         connected,
         out: out_tx,
         fleet,

@@ -19,8 +19,13 @@
 //!
 //! Errors are JSON `{"error": "..."}` (the OIP error body): 400 malformed request or a
 //! request the model's contract refuses, 404 unknown model or version, 413 body too large,
-//! 503 no model, 500 the model itself failed. Only 500s count against a model's health.
-//! Inference runs on the blocking pool, at most [`MAX_CONCURRENT`] at a time per CPU.
+//! 503 no model (or a request over `api.request_timeout_ms`), 500 the model itself failed.
+//! Only 500s count against a model's health. Inference runs on the blocking pool, at most
+//! [`MAX_CONCURRENT`] at a time per CPU.
+//!
+//! Both listeners are served by [`outpost_net::serve`] within `[api]`'s limits: a
+//! connection cap per listener, header-read, idle and request timeouts (see
+//! [`crate::config::ApiConfig`]).
 
 pub mod oip;
 pub mod v1;
@@ -31,6 +36,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use outpost_net::{ConnStats, HttpLimits};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -162,19 +168,17 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on a TCP listener until `shutdown`.
+/// Serves the API on a TCP listener within `limits` until `shutdown`, counting
+/// connections into `stats`.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     router: Router,
-    mut shutdown: watch::Receiver<bool>,
+    limits: HttpLimits,
+    stats: Arc<ConnStats>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let r = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "HTTP API stopped");
+    if let Err(e) = outpost_net::serve(listener, router, limits, stats, shutdown).await {
+        tracing::error!(error = %e, "HTTP API not started");
     }
 }
 
@@ -194,18 +198,16 @@ pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API on a Unix socket until `shutdown`.
+/// Serves the API on a Unix socket within `limits` until `shutdown`, counting
+/// connections into `stats`.
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     router: Router,
-    mut shutdown: watch::Receiver<bool>,
+    limits: HttpLimits,
+    stats: Arc<ConnStats>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let r = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "Unix-socket API stopped");
+    if let Err(e) = outpost_net::serve(listener, router, limits, stats, shutdown).await {
+        tracing::error!(error = %e, "Unix-socket API not started");
     }
 }

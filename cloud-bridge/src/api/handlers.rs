@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use serde_json::json;
 
 use super::{ApiError, ApiState, authorize};
 use crate::auth::Role;
+use crate::input;
 use crate::registry::{self, ModelFilter, RegistryError};
 
 /// `a=1&b=x%3Dy` → pairs (percent- and plus-decoded).
@@ -54,22 +56,45 @@ fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
     q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
 }
 
-fn kv(s: &str, what: &str) -> Result<(String, String), ApiError> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| ApiError::bad(format!("{what} {s:?} must be k=v")))
+/// At most 32 characters of `s`, for messages (a refused value may be long).
+fn short(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+fn unknown_param(name: &str, known: &str) -> ApiError {
+    ApiError::bad(format!(
+        "unknown query parameter {:?} ({known})",
+        short(name)
+    ))
+}
+
+/// `NAME[:VERSION]` → name and version, the name within its cap.
+fn model_ref(s: &str) -> Result<(String, Option<u32>), ApiError> {
+    // Bounded before parsing: the parser's messages quote the whole value.
+    input::bounded("model", s, input::MAX_NAME + ":4294967295".len())?;
+    let (m, v) = crate::export::parse_model(s).map_err(|e| ApiError::bad(e.to_string()))?;
+    input::bounded("model", &m, input::MAX_NAME)?;
+    Ok((m, v))
 }
 
 fn registry_err(e: RegistryError) -> ApiError {
     match e {
         RegistryError::NotFound(m) => ApiError::not_found(format!("model {m} not found")),
+        RegistryError::Input(e) => e.into(),
         e @ RegistryError::InUse { .. } => ApiError::conflict(e.to_string()),
-        e => ApiError::internal(e),
+        e @ (RegistryError::NoModel | RegistryError::Refused(_) | RegistryError::Pack(_)) => {
+            ApiError::invalid(e.to_string())
+        }
+        e @ (RegistryError::Db(_) | RegistryError::Storage(_)) => ApiError::internal(e),
     }
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(b: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(b).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
+/// A JSON body of at most [`super::MAX_BODY`] bytes.
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    b: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let b = b.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
 }
 
 pub async fn list_models(
@@ -85,20 +110,15 @@ pub async fn list_models(
     };
     for (k, v) in &q {
         match k.as_str() {
-            "tag" => f.tags.push(kv(v, "tag")?),
-            "lineage" => f.lineage.push(kv(v, "lineage")?),
+            "tag" => f.tags.push(input::tag_pair("tag", v)?),
+            "lineage" => f.lineage.push(input::tag_pair("lineage", v)?),
             "name" => {}
             other => {
-                return Err(ApiError::bad(format!(
-                    "unknown query parameter {other:?} (name, tag, lineage)"
-                )));
+                return Err(unknown_param(other, "name, tag, lineage"));
             }
         }
     }
-    let rows = registry::list(&st.db.lock(), &f).map_err(|e| match e {
-        RegistryError::NotFound(m) => ApiError::bad(format!("unknown {m}")),
-        e => ApiError::internal(e),
-    })?;
+    let rows = registry::list(&st.db.lock(), &f).map_err(registry_err)?;
     Ok(axum::Json(rows).into_response())
 }
 
@@ -106,9 +126,12 @@ fn version_of(v: &str) -> Result<Option<u32>, ApiError> {
     if v == "latest" {
         return Ok(None);
     }
-    v.parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad(format!("version {v:?} is not a number or \"latest\"")))
+    v.parse().map(Some).map_err(|_| {
+        ApiError::bad(format!(
+            "version {:?} is not a number or \"latest\"",
+            short(v)
+        ))
+    })
 }
 
 pub async fn show_model(
@@ -117,6 +140,7 @@ pub async fn show_model(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer)?;
+    input::bounded("model", &name, input::MAX_NAME)?;
     let r = registry::show(&st.db.lock(), &name, version_of(&version)?).map_err(registry_err)?;
     Ok(axum::Json(r).into_response())
 }
@@ -128,6 +152,7 @@ pub async fn delete_model(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let actor = authorize(&st, &h, Role::Operator)?;
+    input::bounded("model", &name, input::MAX_NAME)?;
     let v =
         version_of(&version)?.ok_or_else(|| ApiError::bad("delete needs an explicit version"))?;
     let q = query_pairs(q.as_deref());
@@ -155,14 +180,13 @@ pub async fn list_devices(
     let mut tags = Vec::new();
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
-            "tag" => tags.push(kv(&v, "tag")?),
+            "tag" => tags.push(input::tag_pair("tag", &v)?),
             other => {
-                return Err(ApiError::bad(format!(
-                    "unknown query parameter {other:?} (tag)"
-                )));
+                return Err(unknown_param(other, "tag"));
             }
         }
     }
+    input::count("tag", tags.len(), input::MAX_TAGS)?;
     let rows = crate::devices::list(&st.db.lock(), &tags).map_err(ApiError::internal)?;
     Ok(axum::Json(rows).into_response())
 }
@@ -172,9 +196,13 @@ pub async fn show_device(
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    use crate::devices::DeviceError;
     authorize(&st, &h, Role::Viewer)?;
-    let d =
-        crate::devices::show(&st.db.lock(), &id).map_err(|e| ApiError::not_found(e.to_string()))?;
+    input::bounded("device", &id, input::MAX_DEVICE_ID)?;
+    let d = crate::devices::show(&st.db.lock(), &id).map_err(|e| match e {
+        e @ DeviceError::NotFound(_) => ApiError::not_found(e.to_string()),
+        e => ApiError::internal(e),
+    })?;
     Ok(axum::Json(d).into_response())
 }
 
@@ -191,11 +219,13 @@ struct AddDevice {
 pub async fn add_device(
     State(st): State<ApiState>,
     h: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use crate::devices::DeviceError;
     let actor = authorize(&st, &h, Role::Admin)?;
-    let req: AddDevice = parse_body(&body)?;
+    let req: AddDevice = parse_body(body)?;
+    // Checked as a map: a key with `=` would otherwise be split differently below.
+    input::tag_map("tags", &req.tags)?;
     let tags: Vec<String> = req.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let target = req
         .target
@@ -219,7 +249,8 @@ pub async fn add_device(
         },
     )
     .map_err(|e| match e {
-        DeviceError::BadId(_) | DeviceError::BadTag(_) | DeviceError::Reserved(_) => {
+        DeviceError::Input(e) => e.into(),
+        DeviceError::BadId(_) | DeviceError::Reserved(_) | DeviceError::NotTlsUrl(_) => {
             ApiError::invalid(e.to_string())
         }
         DeviceError::Exists(_) => ApiError::conflict(e.to_string()),
@@ -242,12 +273,22 @@ pub async fn add_device(
         .into_response())
 }
 
-fn limit(q: &[(String, String)], default: u64) -> Result<u64, ApiError> {
+/// Most rows a listing returns.
+const MAX_LIMIT: u32 = 10_000;
+
+fn limit(q: &[(String, String)], default: u32) -> Result<u32, ApiError> {
     match get(q, "limit") {
         None => Ok(default),
         Some(v) => v
             .parse()
-            .map_err(|_| ApiError::bad(format!("limit {v:?} is not a number"))),
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "limit {:?} is not a number within 1..={MAX_LIMIT}",
+                    short(v)
+                ))
+            }),
     }
 }
 
@@ -260,7 +301,7 @@ pub async fn audit(
     let q = query_pairs(q.as_deref());
     let rows = st
         .audit
-        .list(&st.db.lock(), Some(limit(&q, 100)?))
+        .list(&st.db.lock(), Some(u64::from(limit(&q, 100)?)))
         .map_err(ApiError::internal)?;
     Ok(axum::Json(rows).into_response())
 }
@@ -281,9 +322,13 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer)?;
     let q = query_pairs(q.as_deref());
+    let kind = get(&q, "kind");
+    if let Some(k) = kind {
+        input::id("kind", k)?;
+    }
     let rows = st
         .events
-        .recent(limit(&q, 100)? as u32, get(&q, "kind"))
+        .recent(limit(&q, 100)?, kind)
         .map_err(ApiError::internal)?;
     Ok(axum::Json(rows).into_response())
 }
@@ -293,15 +338,17 @@ pub async fn export_captures(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    use crate::export::{CaptureQuery, parse_model, parse_time, write_jsonl};
+    use crate::export::{CaptureQuery, parse_time, write_jsonl};
     authorize(&st, &h, Role::Operator)?;
     let q = query_pairs(q.as_deref());
     let model =
         get(&q, "model").ok_or_else(|| ApiError::bad("model=NAME[:VERSION] is required"))?;
-    let (model, version) = parse_model(model).map_err(|e| ApiError::bad(e.to_string()))?;
+    let (model, version) = model_ref(model)?;
     let now = crate::db::now();
-    let t = |k: &str| {
+    let t = |k: &'static str| {
         get(&q, k)
+            .map(|v| input::id(k, v).map_err(ApiError::from).map(|()| v))
+            .transpose()?
             .map(|v| parse_time(v, now))
             .transpose()
             .map_err(|e| ApiError::bad(e.to_string()))
@@ -314,8 +361,8 @@ pub async fn export_captures(
         devices: q
             .iter()
             .filter(|(k, _)| k == "device")
-            .map(|(_, v)| v.clone())
-            .collect(),
+            .map(|(_, v)| input::bounded("device", v, input::MAX_DEVICE_ID).map(|()| v.clone()))
+            .collect::<Result<_, _>>()?,
     };
     let rows = cq.rows(&st.db.lock()).map_err(ApiError::internal)?;
     let mut body = Vec::new();
@@ -339,6 +386,7 @@ fn fleet_err(e: crate::fleet::FleetError) -> ApiError {
     use crate::fleet::FleetError as F;
     match e {
         F::Invalid(m) => ApiError::invalid(m),
+        F::Input(e) => e.into(),
         F::NotFound(m) => ApiError::not_found(format!("{m} not found")),
         e @ (F::Conflict(_) | F::Refused(_)) => ApiError::conflict(e.to_string()),
         e => ApiError::internal(e),
@@ -355,19 +403,25 @@ pub async fn list_deployments(
     let mut f = crate::fleet::DeploymentFilter::default();
     for (k, v) in &q {
         match k.as_str() {
-            "model" => f.model = Some(v.clone()),
-            "version" => {
-                f.version = Some(
-                    v.parse()
-                        .map_err(|_| ApiError::bad(format!("version {v:?} is not a number")))?,
-                )
+            "model" => {
+                input::bounded("model", v, input::MAX_NAME)?;
+                f.model = Some(v.clone());
             }
-            "state" => f.state = Some(v.clone()),
-            "device" => f.device = Some(v.clone()),
+            "version" => {
+                f.version = Some(v.parse().map_err(|_| {
+                    ApiError::bad(format!("version {:?} is not a number", short(v)))
+                })?)
+            }
+            "state" => {
+                input::id("state", v)?;
+                f.state = Some(v.clone());
+            }
+            "device" => {
+                input::bounded("device", v, input::MAX_DEVICE_ID)?;
+                f.device = Some(v.clone());
+            }
             other => {
-                return Err(ApiError::bad(format!(
-                    "unknown query parameter {other:?} (model, version, state, device)"
-                )));
+                return Err(unknown_param(other, "model, version, state, device"));
             }
         }
     }
@@ -393,10 +447,11 @@ struct CreateBody {
 pub async fn create_deployment(
     State(st): State<ApiState>,
     h: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let actor = authorize(&st, &h, Role::Operator)?;
-    let b: CreateBody = parse_body(&body)?;
+    let b: CreateBody = parse_body(body)?;
+    input::tag_map("tags", &b.tags)?;
     let strategy = b.strategy.unwrap_or_default().build().map_err(fleet_err)?;
     let req = crate::fleet::CreateDeployment {
         model: b.model,
@@ -423,6 +478,7 @@ pub async fn show_deployment(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer)?;
+    input::id("deployment", &id)?;
     Ok(axum::Json(st.fleet.show(&id).map_err(fleet_err)?).into_response())
 }
 
@@ -437,14 +493,14 @@ pub async fn deployment_action(
     State(st): State<ApiState>,
     h: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use crate::fleet::machine::Command;
     let actor = authorize(&st, &h, Role::Operator)?;
-    let b: ActionBody = if body.is_empty() {
-        ActionBody::default()
-    } else {
-        parse_body(&body)?
+    input::id("deployment", &id)?;
+    let b: ActionBody = match body {
+        Ok(b) if b.is_empty() => ActionBody::default(),
+        body => parse_body(body)?,
     };
     let cmd = match action.as_str() {
         "pause" => Command::Pause(b.reason),
@@ -453,7 +509,8 @@ pub async fn deployment_action(
         "rollback" => Command::Rollback(b.reason),
         other => {
             return Err(ApiError::not_found(format!(
-                "no action {other:?}: pause, resume, abort, rollback"
+                "no action {:?}: pause, resume, abort, rollback",
+                short(other)
             )));
         }
     };
@@ -475,17 +532,20 @@ pub async fn drift(
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
             "model" => {
-                let (m, ver) =
-                    crate::export::parse_model(&v).map_err(|e| ApiError::bad(e.to_string()))?;
+                let (m, ver) = model_ref(&v)?;
                 f.model = Some(m);
                 f.version = ver;
             }
-            "deployment" => f.deployment = Some(v),
-            "group_by" => f.group_by = Some(v),
+            "deployment" => {
+                input::id("deployment", &v)?;
+                f.deployment = Some(v);
+            }
+            "group_by" => {
+                input::id("group_by", &v)?;
+                f.group_by = Some(v);
+            }
             other => {
-                return Err(ApiError::bad(format!(
-                    "unknown query parameter {other:?} (model, deployment, group_by)"
-                )));
+                return Err(unknown_param(other, "model, deployment, group_by"));
             }
         }
     }
@@ -521,6 +581,18 @@ pub async fn stats(State(st): State<ApiState>, h: HeaderMap) -> Result<Response,
             "wire_bytes": ingest.wire_bytes.load(Relaxed),
         },
         "gate": st.gate.as_ref().map(|g| g.snapshot()),
+        "http": st.http.as_ref().map(|h| {
+            let c = h.snapshot();
+            json!({
+                "accepted": c.accepted,
+                "open": c.open,
+                "refused": c.refused,
+                "evicted": c.evicted,
+                "header_timeouts": c.header_timeouts,
+                "idle_timeouts": c.idle_timeouts,
+                "request_timeouts": c.request_timeouts,
+            })
+        }),
     }))
     .into_response())
 }

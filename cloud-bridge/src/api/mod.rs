@@ -1,7 +1,14 @@
 //! The HTTP API (axum). Bearer-token auth with roles: no or unknown token → 401, a role
-//! too low → 403. Bodies are JSON; malformed or invalid input → 400/422 with a message.
-//! The OpenAPI document (`GET /openapi.json`) is generated from [`ROUTES`], the same table
-//! the tests check the router against.
+//! too low → 403. Bodies are JSON of at most [`MAX_BODY`] bytes (413 over it). Errors are
+//! JSON `{"error": ..}`, from the operations' typed errors: malformed input or a string
+//! over its cap ([`crate::input`], the message names the field and the cap) → 400, a
+//! request the operation refuses → 422, an unknown model, version, device or deployment
+//! → 404, a conflict with the current state → 409; 500 only when the bridge itself
+//! failed. The OpenAPI document (`GET /openapi.json`) is generated from [`ROUTES`], the
+//! same table the tests check the router against.
+//!
+//! [`serve`] runs it through [`outpost_net::serve`]: a connection cap (`serve
+//! --http-max-connections`), header-read, idle and request timeouts.
 
 mod handlers;
 mod openapi;
@@ -10,9 +17,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use outpost_net::{ConnStats, HttpLimits};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -21,6 +30,7 @@ use crate::auth::{self, Role};
 use crate::bundles::BundleStore;
 use crate::db::Db;
 use crate::events::EventBus;
+use crate::input::InputError;
 
 pub use openapi::document;
 
@@ -51,7 +61,15 @@ pub struct ApiState {
     /// The embedded broker's gate counters (None outside `serve` or with an external
     /// broker).
     pub gate: Option<std::sync::Arc<crate::broker::GateStats>>,
+    /// The API listener's connection counters (None outside `serve`).
+    pub http: Option<Arc<ConnStats>>,
 }
+
+/// Largest request body (no route uploads files).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Longest bearer token looked up (issued ones are 68 bytes).
+const MAX_TOKEN: usize = 256;
 
 /// An API error response.
 #[derive(Debug)]
@@ -86,6 +104,15 @@ impl ApiError {
     }
 }
 
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::BadName { .. } => Self::invalid(e.to_string()),
+            e => Self::bad(e.to_string()),
+        }
+    }
+}
+
 /// Checks the bearer token; returns the actor name for the audit log.
 pub fn authorize(st: &ApiState, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
     let token = headers
@@ -93,6 +120,12 @@ pub fn authorize(st: &ApiState, headers: &HeaderMap, need: Role) -> Result<Strin
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    if token.len() > MAX_TOKEN {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unknown or revoked token".into(),
+        ));
+    }
     let found = auth::lookup(&st.db.lock(), token.trim()).map_err(ApiError::internal)?;
     let (name, role) = found
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown or revoked token".into()))?;
@@ -254,21 +287,19 @@ pub fn router(st: ApiState) -> Router {
         )
         .route("/v1/drift", get(h::drift))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st)
 }
 
-/// Serves until shutdown.
+/// Serves until shutdown within `limits`, counting connections into `stats`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     st: ApiState,
-    mut shutdown: watch::Receiver<bool>,
+    limits: HttpLimits,
+    stats: Arc<ConnStats>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let r = axum::serve(listener, router(st))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "HTTP API stopped");
+    if let Err(e) = outpost_net::serve(listener, router(st), limits, stats, shutdown).await {
+        tracing::error!(error = %e, "HTTP API not started");
     }
 }

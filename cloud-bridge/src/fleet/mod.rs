@@ -44,6 +44,9 @@ pub enum FleetError {
     /// Not found.
     #[error("{0} not found")]
     NotFound(String),
+    /// Input over a cap or not of its form (model, devices, tags, reason).
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// Devices already in another deployment.
     #[error("devices already in active deployments: {0}")]
     Conflict(String),
@@ -343,11 +346,14 @@ impl FleetHandle {
 
     /// Creates and starts a deployment.
     pub fn create(&self, req: CreateDeployment) -> Result<DeploymentRecord, FleetError> {
+        check_create(&req)?;
         req.strategy.validate().map_err(FleetError::Invalid)?;
         let mut c = self.db.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rec = crate::registry::show(&tx, &req.model, req.version)
-            .map_err(|e| FleetError::NotFound(e.to_string().replace(" not found", "")))?;
+        let rec = crate::registry::show(&tx, &req.model, req.version).map_err(|e| match e {
+            crate::registry::RegistryError::Db(e) => FleetError::Db(e),
+            e => FleetError::NotFound(e.to_string().replace(" not found", "")),
+        })?;
         let mut ids: Vec<String> = req.selector.ids.clone();
         if !req.selector.tags.is_empty() {
             ids.extend(
@@ -362,8 +368,10 @@ impl FleetHandle {
         ids.dedup();
         let mut devices = Vec::new();
         for d in &ids {
-            let dev = crate::devices::show(&tx, d)
-                .map_err(|_| FleetError::NotFound(format!("device {d}")))?;
+            let dev = crate::devices::show(&tx, d).map_err(|e| match e {
+                crate::devices::DeviceError::Db(e) => FleetError::Db(e),
+                _ => FleetError::NotFound(format!("device {d}")),
+            })?;
             devices.push((
                 d.clone(),
                 dev.state.and_then(|s| s.active).map(|a| a.bundle.to_hex()),
@@ -463,6 +471,9 @@ impl FleetHandle {
         cmd: Command,
         actor: &str,
     ) -> Result<DeploymentRecord, FleetError> {
+        if let Command::Pause(r) | Command::Abort(r) | Command::Rollback(r) = &cmd {
+            crate::input::text("reason", r)?;
+        }
         let mut c = self.db.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut r = load(&tx, id)?;
@@ -587,6 +598,18 @@ impl FleetHandle {
     }
 }
 
+/// A request's strings within [`crate::input`]'s caps.
+fn check_create(req: &CreateDeployment) -> Result<(), crate::input::InputError> {
+    use crate::input;
+    // References to things that exist: an odd one is simply not found (404).
+    input::bounded("model", &req.model, input::MAX_NAME)?;
+    for d in &req.selector.ids {
+        input::bounded("device", d, input::MAX_DEVICE_ID)?;
+    }
+    input::tag_list("tags", &req.selector.tags)?;
+    input::text("reason", &req.reason)
+}
+
 fn load(c: &Connection, id: &str) -> Result<Rollout, FleetError> {
     let m: String = c
         .query_row("SELECT machine FROM deployments WHERE id = ?1", [id], |r| {
@@ -616,7 +639,9 @@ fn record(c: &Connection, id: &str) -> Result<DeploymentRecord, FleetError> {
         "SELECT model, version, digest, created_at, created_by, reason FROM deployments WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-    )?;
+    )
+    .optional()?
+    .ok_or_else(|| FleetError::NotFound(format!("deployment {id}")))?;
     let r = load(c, id)?;
     Ok(DeploymentRecord {
         id: id.into(),
