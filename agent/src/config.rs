@@ -195,6 +195,19 @@ pub struct UpdateConfig {
     pub health_window: Duration,
     /// Agent restarts during probation tolerated before rolling back.
     pub max_probation_boots: u32,
+    /// How far ahead of the device clock a directive's issue time may be, seconds
+    /// (`u64::MAX`: unchecked, for devices without a real-time clock).
+    pub max_clock_skew_secs: u64,
+}
+
+/// Resource budgets for the models a device runs (`[models]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelsConfig {
+    /// Memory the running set may need (sum of each model's peak measured at
+    /// registration), bytes; `None`: unlimited.
+    pub max_memory_bytes: Option<u64>,
+    /// Disk the model slots may use (two slots per model), bytes; `None`: unlimited.
+    pub max_disk_bytes: Option<u64>,
 }
 
 /// Local inference API.
@@ -291,6 +304,8 @@ pub struct AgentConfig {
     pub broker: BrokerConfig,
     /// Updates.
     pub update: UpdateConfig,
+    /// Model budgets.
+    pub models: ModelsConfig,
     /// Local API.
     pub api: ApiConfig,
     /// Sensor pipeline.
@@ -327,6 +342,8 @@ struct RawConfig {
     broker: RawBroker,
     #[serde(default)]
     update: RawUpdate,
+    #[serde(default)]
+    models: RawModels,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -442,6 +459,14 @@ struct RawUpdate {
     health_inferences: Option<u32>,
     health_secs: Option<u64>,
     max_probation_boots: Option<u32>,
+    max_clock_skew_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    max_memory_bytes: Option<u64>,
+    max_disk_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -815,6 +840,11 @@ impl AgentConfig {
                 health_inferences: u.health_inferences.unwrap_or(20),
                 health_window: Duration::from_secs(u.health_secs.unwrap_or(60)),
                 max_probation_boots: u.max_probation_boots.unwrap_or(2),
+                max_clock_skew_secs: u.max_clock_skew_secs.unwrap_or(24 * 3600),
+            },
+            models: ModelsConfig {
+                max_memory_bytes: raw.models.max_memory_bytes,
+                max_disk_bytes: raw.models.max_disk_bytes,
             },
             api: ApiConfig {
                 http,

@@ -69,6 +69,19 @@ pub struct LinkStats {
     pub dropped_inbound: AtomicU64,
 }
 
+/// What the updater needs from the link: a seam so the update loop is driven in tests by
+/// an in-process bundle server instead of a broker.
+pub trait Publish: Send + Sync {
+    /// Publishes with QoS 1 if connected; never blocks.
+    fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) -> Result<(), PublishError>;
+}
+
+impl Publish for LinkHandle {
+    fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) -> Result<(), PublishError> {
+        LinkHandle::publish(self, topic, payload, retain)
+    }
+}
+
 /// Handle for publishing from other tasks.
 #[derive(Clone)]
 pub struct LinkHandle {

@@ -164,6 +164,7 @@ pub async fn start(
         device_id: cfg.device_id.clone(),
         tags: cfg.tags.clone(),
         cfg: cfg.update.clone(),
+        budget: cfg.models,
         trust,
         disk,
         models: models.clone(),
@@ -201,7 +202,7 @@ pub async fn start(
     )?;
     let link_task = tokio::spawn(link_task);
     let mut tasks = vec![tokio::spawn(updater.run(
-        link.clone(),
+        Arc::new(link.clone()),
         update_rx,
         shutdown_rx.clone(),
     ))];

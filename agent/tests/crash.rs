@@ -96,13 +96,16 @@ impl Drop for AgentProc {
 }
 
 fn persisted_chunks(data: &Path, d: Digest) -> BTreeSet<u32> {
-    std::fs::read_dir(data.join("update/download").join(d.to_hex()))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    std::fs::read_dir(
+        data.join("update/models/vibration-anomaly/download")
+            .join(d.to_hex()),
+    )
+    .map(|rd| {
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +137,10 @@ async fn agent_killed_mid_transfer_fetches_only_the_missing_chunks_after_restart
 
     agent.start();
     let ok = wait_until(60, || {
-        peer.state("gw-kill")
-            .is_some_and(|s| s.active.is_some_and(|a| a.bundle == cnn.digest))
+        peer.state("gw-kill").is_some_and(|s| {
+            s.model("vibration-anomaly")
+                .is_some_and(|m| m.active.as_ref().is_some_and(|a| a.bundle == cnn.digest))
+        })
     })
     .await;
     assert!(ok, "transfer did not complete after restart");
@@ -180,9 +185,9 @@ async fn sigkill_at_random_points_during_an_update_always_leaves_a_valid_model()
     peer.publish_directive("gw-crash", directive(&key, "gw-crash", 1, &v1))
         .await;
     assert!(
-        wait_until(60, || peer
-            .state("gw-crash")
-            .is_some_and(|s| s.update.phase == UpdatePhase::Succeeded))
+        wait_until(60, || peer.state("gw-crash").is_some_and(|s| s
+            .model("vibration-anomaly")
+            .is_some_and(|m| m.phase == UpdatePhase::Succeeded)))
         .await
     );
     a.kill();

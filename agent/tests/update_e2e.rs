@@ -12,7 +12,7 @@ use outpost_agent::config::AgentConfig;
 use outpost_agent::runtime::{self, RunningAgent};
 use outpost_protocol::bundle::{BuiltBundle, BundleBuilder};
 use outpost_protocol::manifest::{Lineage, ModelRef};
-use outpost_protocol::wire::UpdatePhase;
+use outpost_protocol::wire::{ReportedState, UpdatePhase};
 use outpost_protocol::{Digest, SigningKey};
 use serde_json::{Value, json};
 
@@ -59,12 +59,26 @@ async fn env_with_v1(device: &str, extra: &str) -> (Env, BuiltBundle) {
     (env, v1)
 }
 
+const MODEL: &str = "vibration-anomaly";
+
+/// Every error the state reports: the device's, the last refused directive's, each model's.
+fn all_errors(s: &ReportedState) -> String {
+    s.last_error
+        .iter()
+        .chain(s.directive_rejected.as_ref().map(|r| &r.reason))
+        .chain(s.models.iter().filter_map(|m| m.last_error.as_ref()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Env {
     async fn wait_phase(&self, phase: UpdatePhase, seq: u64, secs: u64) {
         let ok = wait_until(secs, || {
-            self.peer
-                .state(&self.device)
-                .is_some_and(|s| s.update.phase == phase && s.update.sequence == Some(seq))
+            self.peer.state(&self.device).is_some_and(|s| {
+                s.model(MODEL)
+                    .is_some_and(|m| m.phase == phase && m.sequence == Some(seq))
+            })
         })
         .await;
         assert!(
@@ -122,7 +136,16 @@ async fn directive_to_active_model_answering_like_onnxruntime() {
     let (env, v1) = env_with_v1("gw-e2e", "").await;
     assert_eq!(env.active(), Some(v1.digest));
     let st = env.peer.state(&env.device).unwrap();
-    assert_eq!(st.active.as_ref().unwrap().model.version, 1);
+    assert_eq!(
+        st.model(MODEL)
+            .unwrap()
+            .active
+            .as_ref()
+            .unwrap()
+            .model
+            .version,
+        1
+    );
     assert!(env.peer.log.lock().unwrap().presence.get(&env.device) == Some(&true));
 
     // Every reference window, one request each, matches onnxruntime within 1e-4.
@@ -240,7 +263,7 @@ async fn rejected_directives_and_bundles_leave_the_old_model_serving() {
     let last_error = || {
         env.peer
             .state(&dev)
-            .and_then(|s| s.last_error)
+            .map(|s| all_errors(&s))
             .unwrap_or_default()
     };
     let still_v1 = |env: &Env| assert_eq!(env.active(), Some(v1.digest));
@@ -347,15 +370,12 @@ async fn a_bundle_failing_its_self_test_is_never_activated() {
         .await;
     env.wait_phase(UpdatePhase::Failed, 2, 30).await;
     let st = env.peer.state(&env.device).unwrap();
-    assert!(
-        st.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("self-test failed"),
-        "{st:?}"
-    );
+    assert!(all_errors(&st).contains("self-test failed"), "{st:?}");
     assert_eq!(env.active(), Some(v1.digest));
-    assert_eq!(st.active.unwrap().bundle, v1.digest);
+    assert_eq!(
+        st.model(MODEL).unwrap().active.as_ref().unwrap().bundle,
+        v1.digest
+    );
     env.agent.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -383,9 +403,7 @@ async fn a_model_failing_in_its_health_window_is_rolled_back() {
     assert_eq!(env.active(), Some(v1.digest));
     let st = env.peer.state(&env.device).unwrap();
     assert!(
-        st.last_error
-            .unwrap()
-            .contains("rolled back: 1 inference error"),
+        all_errors(&st).contains("rolled back: 1 inference error"),
         ""
     );
     let (s, _) = env.predict(json!({ "inputs": normal.raw_features })).await;

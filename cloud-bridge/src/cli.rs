@@ -205,3 +205,119 @@ pub fn deployment_row(d: &crate::fleet::DeploymentRecord) -> Vec<String> {
 pub fn verify_json(r: &crate::audit::VerifyReport) -> Value {
     json!({"ok": r.problems.is_empty(), "rows": r.rows, "problems": r.problems})
 }
+
+/// Every model on a device, short: `vibration:2 (succeeded), audio:1 (downloading)`.
+pub fn models_cell(s: &outpost_protocol::wire::ReportedState) -> String {
+    s.models
+        .iter()
+        .map(|m| {
+            let v = m
+                .active
+                .as_ref()
+                .map(|a| format!("v{}", a.model.version))
+                .unwrap_or_else(|| "-".into());
+            format!("{}:{v} ({})", m.name, phase(m.phase))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn phase(p: outpost_protocol::wire::UpdatePhase) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `device show` as text: the device, then one row per model — what it runs, its rollback
+/// version, what the bridge wants, where its update is — and any refused directive.
+pub fn device_text(v: &crate::fleet::DeviceView) -> String {
+    let d = &v.device;
+    let mut out = format!(
+        "device {}  online={}  target={}  last_seen={}\ntags: {}\n",
+        d.id,
+        d.online,
+        d.target,
+        d.last_seen
+            .map(outpost_protocol::time::rfc3339)
+            .unwrap_or_else(|| "never".into()),
+        d.tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let s = d.state.as_ref();
+    let mut names: Vec<&str> = v.desired.iter().map(|m| m.name.as_str()).collect();
+    if let Some(s) = s {
+        names.extend(s.models.iter().map(|m| m.name.as_str()));
+    }
+    names.sort_unstable();
+    names.dedup();
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| {
+            let m = s.and_then(|s| s.model(n));
+            let ver = |a: Option<&outpost_protocol::wire::InstalledModel>| {
+                a.map(|a| format!("v{}", a.model.version))
+                    .unwrap_or_else(|| "-".into())
+            };
+            vec![
+                (*n).to_owned(),
+                ver(m.and_then(|m| m.active.as_ref())),
+                ver(m.and_then(|m| m.previous.as_ref())),
+                v.desired
+                    .iter()
+                    .find(|t| t.name == *n)
+                    .map(|t| format!("v{} ({})", t.version, t.deployment_id))
+                    .unwrap_or_else(|| "(remove)".into()),
+                m.map(|m| phase(m.phase)).unwrap_or_else(|| "-".into()),
+                m.map(|m| format!("{:?}", m.health).to_lowercase())
+                    .unwrap_or_default(),
+                m.and_then(|m| m.last_error.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            "MODEL",
+            "ACTIVE",
+            "PREVIOUS",
+            "DESIRED",
+            "PHASE",
+            "HEALTH",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    if let Some(r) = s.and_then(|s| s.directive_rejected.as_ref()) {
+        out += &format!(
+            "\nrefused directive {}: {} ({})",
+            r.sequence
+                .map(|q| q.to_string())
+                .unwrap_or_else(|| "?".into()),
+            r.reason,
+            r.kind
+        );
+    }
+    if let Some(s) = s {
+        out += &format!(
+            "\nagent {}  directive {}  memory {}/{}  disk {}/{}",
+            s.agent_version,
+            s.directive_sequence
+                .map(|q| q.to_string())
+                .unwrap_or_else(|| "-".into()),
+            s.budget.memory_used,
+            s.budget
+                .memory_budget
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "∞".into()),
+            s.budget.disk_used,
+            s.budget
+                .disk_budget
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "∞".into()),
+        );
+    }
+    out
+}

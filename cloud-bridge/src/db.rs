@@ -84,14 +84,20 @@ CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL,
     created_at INTEGER NOT NULL, created_by TEXT NOT NULL, reason TEXT NOT NULL,
     selector TEXT NOT NULL, strategy TEXT NOT NULL, state TEXT NOT NULL, machine TEXT NOT NULL,
-    previous TEXT, updated_at INTEGER NOT NULL);
+    previous TEXT, updated_at INTEGER NOT NULL, rollback_of TEXT,
+    gates_skipped INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS deployment_devices (
     deployment TEXT NOT NULL, device TEXT NOT NULL, wave INTEGER NOT NULL,
     PRIMARY KEY (deployment, device));
 CREATE TABLE IF NOT EXISTS directives (
     device TEXT NOT NULL, sequence INTEGER NOT NULL, deployment TEXT NOT NULL, digest TEXT NOT NULL,
     issued_at INTEGER NOT NULL, body BLOB NOT NULL, published INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (device, sequence));
+    expires_at INTEGER, models TEXT, PRIMARY KEY (device, sequence));
+CREATE TABLE IF NOT EXISTS desired_models (
+    device TEXT NOT NULL, model TEXT NOT NULL, digest TEXT NOT NULL, version INTEGER NOT NULL,
+    head_size INTEGER NOT NULL, size INTEGER NOT NULL, memory_bytes INTEGER,
+    deployment TEXT NOT NULL, set_at INTEGER NOT NULL, PRIMARY KEY (device, model));
+CREATE INDEX IF NOT EXISTS desired_models_digest ON desired_models (model, digest);
 ";
 
 /// Database errors.
@@ -179,6 +185,10 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
         ("devices", "state_counter", "INTEGER"),
         ("devices", "presence_counter", "INTEGER"),
         ("devices", "auth_rejected", "INTEGER NOT NULL DEFAULT 0"),
+        ("directives", "expires_at", "INTEGER"),
+        ("directives", "models", "TEXT"),
+        ("deployments", "rollback_of", "TEXT"),
+        ("deployments", "gates_skipped", "INTEGER NOT NULL DEFAULT 0"),
     ] {
         if !has(table, column)?
             && let Err(e) =

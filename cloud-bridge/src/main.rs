@@ -431,10 +431,45 @@ enum DeployCmd {
     Pause(ActionArgs),
     /// Resume a paused deployment.
     Resume(ActionArgs),
-    /// Abort (devices keep what they run).
+    /// Abort: devices that finished keep the new model, the others are pinned to what
+    /// they run (a download in progress is cancelled).
     Abort(ActionArgs),
-    /// Roll back every switched device to its previous model.
-    Rollback(ActionArgs),
+    /// Roll back: an unfinished deployment sends its switched devices back; a finished one
+    /// gets a new deployment returning each device to its previous version (or --to).
+    Rollback(RollbackArgs),
+    /// Take a model off devices (unloaded, slots freed).
+    Remove {
+        /// Model name.
+        #[arg(long)]
+        model: String,
+        /// Device id (repeatable).
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// Device tag k=v (repeatable, all must match).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RollbackArgs {
+    /// Deployment id.
+    id: String,
+    /// Send every device to this version of the model instead of its previous one.
+    #[arg(long)]
+    to: Option<u32>,
+    /// Why.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -490,6 +525,9 @@ struct CreateArgs {
     /// Canary gate: observation period, seconds.
     #[arg(long)]
     observe_secs: Option<u64>,
+    /// Roll out without the canary gates (operator role; needs --reason; audited).
+    #[arg(long)]
+    skip_gates: bool,
     /// Why.
     #[arg(long, default_value = "")]
     reason: String,
@@ -1134,7 +1172,7 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
             let rows = outpost_bridge::devices::list(&l.db.lock(), &pairs(&tags, "tag")?)?;
             output(json, &rows, || {
                 table(
-                    &["ID", "ONLINE", "TARGET", "ACTIVE MODEL", "PHASE", "TAGS"],
+                    &["ID", "ONLINE", "TARGET", "MODELS", "HEALTH", "TAGS"],
                     &rows
                         .iter()
                         .map(|d| {
@@ -1142,14 +1180,10 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
                                 d.id.clone(),
                                 d.online.to_string(),
                                 d.target.clone(),
+                                d.state.as_ref().map(cli::models_cell).unwrap_or_default(),
                                 d.state
                                     .as_ref()
-                                    .and_then(|s| s.active.as_ref())
-                                    .map(|a| a.model.to_string())
-                                    .unwrap_or_default(),
-                                d.state
-                                    .as_ref()
-                                    .map(|s| format!("{:?}", s.update.phase).to_lowercase())
+                                    .map(|s| format!("{:?}", s.health).to_lowercase())
                                     .unwrap_or_default(),
                                 d.tags
                                     .iter()
@@ -1163,10 +1197,13 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
             });
         }
         DeviceCmd::Show { id, json } => {
-            let d = outpost_bridge::devices::show(&l.db.lock(), &id)?;
-            output(json, &d, || {
-                serde_json::to_string_pretty(&d).unwrap_or_default()
-            });
+            let c = l.db.lock();
+            let d = outpost_bridge::fleet::DeviceView {
+                device: outpost_bridge::devices::show(&c, &id)?,
+                desired: outpost_bridge::fleet::desired::entries(&c, &id)?,
+            };
+            drop(c);
+            output(json, &d, || cli::device_text(&d));
         }
         DeviceCmd::RotateKey { id, out } => {
             let key = outpost_bridge::devices::rotate_key(&l.db.lock(), &l.audit, &id, &out, &who)?;
@@ -1253,6 +1290,7 @@ fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, Cl
                 strategy: spec.build()?,
                 actor: who,
                 reason: a.reason,
+                skip_gates: a.skip_gates,
             })?;
             show(&d, a.json);
         }
@@ -1281,9 +1319,42 @@ fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, Cl
         DeployCmd::Resume(a) => show(&f.command(&a.id, Command::Resume, &who)?, a.json),
         DeployCmd::Abort(a) => show(&f.command(&a.id, Command::Abort(a.reason), &who)?, a.json),
         DeployCmd::Rollback(a) => show(
-            &f.command(&a.id, Command::Rollback(a.reason), &who)?,
+            &f.rollback(fleet::RollbackRequest {
+                id: a.id,
+                to: a.to,
+                actor: who,
+                reason: a.reason,
+            })?,
             a.json,
         ),
+        DeployCmd::Remove {
+            model,
+            devices,
+            tags,
+            reason,
+            json,
+        } => {
+            let r = f.remove_model(fleet::RemoveModel {
+                model: model.clone(),
+                selector: fleet::Selector {
+                    ids: devices,
+                    tags: pairs(&tags, "tag")?,
+                },
+                actor: who,
+                reason,
+            })?;
+            output(json, &r, || {
+                let mut s = format!(
+                    "{model} removed from {} device(s): {}",
+                    r.devices.len(),
+                    r.devices.join(", ")
+                );
+                if !r.untouched.is_empty() {
+                    s += &format!("\nnot in the desired set of: {}", r.untouched.join(", "));
+                }
+                s
+            });
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

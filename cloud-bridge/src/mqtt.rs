@@ -193,8 +193,41 @@ async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
         DeviceTopic::State => match ReportedState::decode(&payload, limits) {
             Ok(s) if s.device_id == dev => {
                 let c = r.db.lock();
+                let before = crate::fleet::desired::reported(&c, &dev)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.directive_rejected);
                 match crate::devices::on_state(&c, &r.audit, &s, counter) {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        if let Some(rej) = &s.directive_rejected
+                            && before
+                                .as_ref()
+                                .is_none_or(|b| b.sequence != rej.sequence || b.kind != rej.kind)
+                        {
+                            let clocks = match (rej.issued_at, rej.expires_at) {
+                                (Some(i), Some(e)) => format!(
+                                    " (device clock {}, directive valid {}..{})",
+                                    rej.now, i, e
+                                ),
+                                _ => String::new(),
+                            };
+                            r.events.emit_with(
+                                &c,
+                                NewEvent::new(
+                                    EventKind::DirectiveRejected,
+                                    format!(
+                                        "{dev} refused directive {}: {}{clocks}",
+                                        rej.sequence
+                                            .map(|q| q.to_string())
+                                            .unwrap_or_else(|| "?".into()),
+                                        rej.reason
+                                    ),
+                                )
+                                .device(&dev)
+                                .details(serde_json::to_value(rej).unwrap_or_default()),
+                            );
+                        }
+                    }
                     Ok(false) => {
                         r.auth.replayed();
                         tracing::warn!(device = %dev, "reported state older than the last one: ignored (replay)");

@@ -38,13 +38,11 @@ pub enum RegistryError {
     #[error(transparent)]
     Input(#[from] crate::input::InputError),
     /// A deployment uses it.
-    #[error(
-        "model {model} is used by active deployment(s) {deployments}; abort or finish them first"
-    )]
+    #[error("model {model} is still needed: {deployments}")]
     InUse {
         /// `name:version`.
         model: String,
-        /// Deployment ids.
+        /// What needs it (deployments, devices).
         deployments: String,
     },
     /// Database failure.
@@ -401,18 +399,17 @@ pub fn delete(
     input::text("reason", reason)?;
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rec = show(&tx, name, Some(version))?;
-    let using: Vec<String> = {
-        let mut q = tx.prepare(
-            "SELECT id FROM deployments WHERE state IN ('running', 'paused', 'rolling_back')
-             AND ((model = ?1 AND version = ?2) OR json_extract(previous, '$.digest') = ?3)",
-        )?;
-        let rows = q.query_map(params![name, version, rec.digest], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let using = crate::fleet::in_use(&tx, name, &rec.digest).map_err(|e| match e {
+        crate::fleet::FleetError::Db(e) => RegistryError::Db(e),
+        e => RegistryError::InUse {
+            model: format!("{name}:{version}"),
+            deployments: e.to_string(),
+        },
+    })?;
     if !using.is_empty() {
         return Err(RegistryError::InUse {
             model: format!("{name}:{version}"),
-            deployments: using.join(", "),
+            deployments: using.join("; "),
         });
     }
     tx.execute(

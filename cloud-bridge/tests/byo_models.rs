@@ -54,6 +54,7 @@ async fn deploy_and_wait(
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "byo".into(),
+            skip_gates: false,
         })
         .unwrap();
     assert!(
@@ -309,6 +310,7 @@ async fn a_batch_to_a_fixed_batch_graph_is_split_and_clients_cannot_roll_a_model
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "fixed batch".into(),
+            skip_gates: false,
         })
         .unwrap();
     assert!(

@@ -140,7 +140,7 @@ fn register_three_times_search_delete_guard_and_refusals() {
     let o = cli(&data, &["model", "delete", "vib:3", "--reason", "cleanup"]);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("used by active deployment") && text(&o).contains(&dep),
+        text(&o).contains("still needed") && text(&o).contains(&dep),
         "{}",
         text(&o)
     );

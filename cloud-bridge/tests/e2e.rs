@@ -28,6 +28,7 @@ fn deploy(b: &outpost_bridge::server::Bridge, model: &str, devices: &[&str]) -> 
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "e2e".into(),
+            skip_gates: false,
         })
         .unwrap()
         .id
@@ -111,9 +112,11 @@ async fn provisioned_agent_pulls_a_bundle_through_the_bridge_with_broker_auth() 
         wait_until(10, || {
             let d = shown();
             d.online
-                && d.state
-                    .and_then(|s| s.active)
-                    .is_some_and(|a| a.model.version == 1)
+                && d.state.is_some_and(|s| {
+                    s.models
+                        .iter()
+                        .any(|m| m.active.as_ref().is_some_and(|a| a.model.version == 1))
+                })
         })
         .await,
         "{:?}",

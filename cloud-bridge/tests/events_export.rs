@@ -115,6 +115,7 @@ async fn events_go_to_the_event_topic_and_to_webhooks_with_retries() {
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "events".into(),
+            skip_gates: false,
         })
         .unwrap();
 

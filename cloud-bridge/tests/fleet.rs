@@ -152,7 +152,7 @@ async fn pause_resume_and_abort_from_the_cli_reach_the_running_bridge() {
     assert_eq!(state(&data, &id), "paused");
     let o = cli(&data, &["deploy", "pause", &id]);
     assert!(
-        !o.status.success() && text(&o).contains("cannot"),
+        !o.status.success() && text(&o).contains("already paused"),
         "{}",
         text(&o)
     );

@@ -389,6 +389,7 @@ async fn a_chunk_request_flood_costs_bounded_memory_and_others_still_download() 
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "flood".into(),
+            skip_gates: false,
         })
         .unwrap();
     let mut peak_queued = 0;

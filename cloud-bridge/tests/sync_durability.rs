@@ -62,6 +62,7 @@ fn deploy_vib(b: &outpost_bridge::server::Bridge, device: &str) {
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "durability test".into(),
+            skip_gates: false,
         })
         .unwrap();
 }

@@ -72,6 +72,7 @@ async fn tritonclient_drives_the_agent_unchanged() {
             strategy: quick_strategy(),
             actor: "test".into(),
             reason: "tritonclient".into(),
+            skip_gates: false,
         })
         .unwrap();
     assert!(wait_until(60, || agent.models.get("wine").is_some()).await);

@@ -1,11 +1,15 @@
 //! Signed deployment directives: the desired state of one device.
 //!
-//! The bridge publishes one retained directive per device. The agent accepts it only if
-//! the signature verifies with a trusted key, it names this device, it has not expired,
-//! and its sequence is strictly greater than the last one the agent accepted (persisted
-//! across restarts). Rolling back is therefore a *new* directive, with a higher sequence,
-//! naming the older bundle: an attacker replaying an old directive gets `Replayed` or
-//! `StaleSequence`, never a downgrade.
+//! The bridge publishes one retained directive per device listing the **complete set of
+//! models** the device should run (format 2): each entry names a model slot (the model
+//! name), the bundle (digest, version, sizes) and the deployment that put it there. A
+//! model missing from the set is unloaded. The agent accepts a directive only if the
+//! signature verifies with a trusted key, it names this device, it has not expired, it is
+//! not from the future beyond the allowed clock skew, and its sequence is strictly
+//! greater than the last one the agent accepted (persisted across restarts). Rolling back
+//! is therefore a *new* directive, with a higher sequence, naming the older bundle: an
+//! attacker replaying an old directive gets `Replayed` or `StaleSequence`, never a
+//! downgrade.
 //!
 //! Wire form (JSON): `{"key_id":"…","signature":"<128 hex>","body":"<directive JSON>"}`.
 //! The signature covers `"outpost/v1/directive\0" || body` — the exact body bytes, so the
@@ -17,33 +21,51 @@ use crate::Digest;
 use crate::keys::{KeyId, SIGNATURE_LEN, SigningKey, TrustStore};
 use crate::limits::Limits;
 use crate::manifest::{ModelRef, valid_name};
+
 use crate::topics::valid_device_id;
 
 /// Signature domain for directives.
 pub const DIRECTIVE_DOMAIN: &[u8] = b"outpost/v1/directive\0";
-/// Directive format written by this build.
-pub const DIRECTIVE_FORMAT: u32 = 1;
+/// Directive format written by this build (2: a set of models).
+pub const DIRECTIVE_FORMAT: u32 = 2;
+/// Most models one directive may list.
+pub const MAX_MODELS: usize = 64;
 
-/// The bundle a directive asks for.
+/// One model the device should run: its slot (the model name) and the bundle for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BundleTarget {
-    /// Bundle digest (SHA-256 of its manifest).
+pub struct ModelTarget {
+    /// Model name: the device's slot for it.
+    pub name: String,
+    /// Bundle digest (SHA-256 of its manifest); authoritative.
     pub digest: Digest,
-    /// Model name and version (for reporting; the digest is authoritative).
-    pub model: ModelRef,
+    /// Registry version (for reporting).
+    pub version: u32,
     /// Head length in bytes (to plan the download).
     pub head_size: u32,
-    /// Whole bundle size in bytes (to check disk space before downloading).
+    /// Whole bundle size in bytes (disk budget).
     pub size: u64,
+    /// Peak memory measured at registration, bytes (memory budget), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// The deployment that put this entry here.
+    pub deployment_id: String,
 }
 
-/// What a device should run.
+impl ModelTarget {
+    /// Name and version.
+    pub fn model_ref(&self) -> ModelRef {
+        ModelRef {
+            name: self.name.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// What a device should run: the complete set of its models.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directive {
     /// Format number ([`DIRECTIVE_FORMAT`]).
     pub format: u32,
-    /// Deployment this directive belongs to.
-    pub deployment_id: String,
     /// Target device.
     pub device_id: String,
     /// Per-device sequence; strictly increasing.
@@ -52,8 +74,15 @@ pub struct Directive {
     pub issued_at: u64,
     /// Expiry, unix seconds; an expired directive is refused.
     pub expires_at: u64,
-    /// The bundle to install and activate.
-    pub bundle: BundleTarget,
+    /// Every model the device should run (any other is unloaded), by name.
+    pub models: Vec<ModelTarget>,
+}
+
+impl Directive {
+    /// The entry for model `name`, if the device should run it.
+    pub fn model(&self, name: &str) -> Option<&ModelTarget> {
+        self.models.iter().find(|m| m.name == name)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,12 +128,27 @@ pub enum DirectiveError {
         actual: String,
     },
     /// Past its expiry.
-    #[error("directive expired at {expires_at} (now {now})")]
+    #[error(
+        "directive expired at {expires_at} (device clock now {now}; a clock far ahead also looks like this)"
+    )]
     Expired {
         /// Expiry.
         expires_at: u64,
         /// Current time.
         now: u64,
+    },
+    /// Issued further in the future than the allowed clock skew: the device clock is
+    /// behind (or the directive is forged with a future time).
+    #[error(
+        "directive issued at {issued_at} is ahead of the device clock ({now}) by more than {max_skew} s: check the device clock"
+    )]
+    NotYetValid {
+        /// Issue time.
+        issued_at: u64,
+        /// Current time.
+        now: u64,
+        /// Allowed skew, seconds.
+        max_skew: u64,
     },
     /// Same sequence as the last accepted one.
     #[error("directive sequence {0} was already applied (replay)")]
@@ -122,6 +166,24 @@ pub enum DirectiveError {
     /// Internally inconsistent body.
     #[error("invalid directive: {0}")]
     Invalid(String),
+}
+
+impl DirectiveError {
+    /// A short reason for reports and counters (`expired`, `not_yet_valid`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::Malformed(_) | Self::MalformedBody(_) | Self::Invalid(_) => "malformed",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::BadSignature(_) => "bad_signature",
+            Self::UnsupportedFormat(_) => "unsupported_format",
+            Self::WrongDevice { .. } => "wrong_device",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::Replayed(_) => "replayed",
+            Self::StaleSequence { .. } => "stale_sequence",
+        }
+    }
 }
 
 /// A directive that passed every check; only [`verify`] makes one.
@@ -171,6 +233,9 @@ pub struct DirectiveContext<'a> {
     pub last_sequence: Option<u64>,
     /// Current time, unix seconds.
     pub now: u64,
+    /// How far ahead of `now` a directive's issue time may be (clock skew), seconds;
+    /// `u64::MAX` disables the check (a device without a real-time clock).
+    pub max_skew: u64,
 }
 
 /// Parses and verifies a directive message.
@@ -205,10 +270,29 @@ pub fn verify(
     if d.format != DIRECTIVE_FORMAT {
         return Err(DirectiveError::UnsupportedFormat(d.format));
     }
-    if !valid_device_id(&d.device_id) || !valid_name(&d.bundle.model.name) {
+    if !valid_device_id(&d.device_id) {
         return Err(DirectiveError::Invalid(
-            "device id or model name has invalid characters".into(),
+            "device id has invalid characters".into(),
         ));
+    }
+    if d.models.len() > MAX_MODELS {
+        return Err(DirectiveError::Invalid(format!(
+            "{} models listed (at most {MAX_MODELS})",
+            d.models.len()
+        )));
+    }
+    for (i, m) in d.models.iter().enumerate() {
+        if !valid_name(&m.name) || m.version == 0 {
+            return Err(DirectiveError::Invalid(format!(
+                "model entry {i} has an invalid name or version 0"
+            )));
+        }
+        if d.models[..i].iter().any(|o| o.name == m.name) {
+            return Err(DirectiveError::Invalid(format!(
+                "model {:?} is listed twice",
+                m.name
+            )));
+        }
     }
     if d.expires_at <= d.issued_at {
         return Err(DirectiveError::Invalid(
@@ -225,6 +309,13 @@ pub fn verify(
         return Err(DirectiveError::Expired {
             expires_at: d.expires_at,
             now: ctx.now,
+        });
+    }
+    if d.issued_at > ctx.now.saturating_add(ctx.max_skew) {
+        return Err(DirectiveError::NotYetValid {
+            issued_at: d.issued_at,
+            now: ctx.now,
+            max_skew: ctx.max_skew,
         });
     }
     match ctx.last_sequence {
@@ -267,6 +358,37 @@ pub fn reverify_accepted(
         device_id,
         last_sequence: None,
         now: body.issued_at,
+        max_skew: u64::MAX,
     };
     verify(bytes, trust, ctx, limits)
+}
+
+/// What a device reports about a directive it refused: the reason, and the directive's
+/// sequence and validity window *as the message claims them*. Those numbers are read from
+/// the unverified body (a refused directive may not verify at all), so they are for the
+/// operator and the bridge's re-issue decision only, never for acting on.
+pub fn rejection(
+    bytes: &[u8],
+    err: &DirectiveError,
+    now: u64,
+    limits: &Limits,
+) -> crate::wire::DirectiveRejection {
+    #[derive(Deserialize)]
+    struct Claimed {
+        sequence: Option<u64>,
+        issued_at: Option<u64>,
+        expires_at: Option<u64>,
+    }
+    let claimed = (bytes.len() <= limits.max_directive)
+        .then(|| serde_json::from_slice::<Envelope>(bytes).ok())
+        .flatten()
+        .and_then(|env| serde_json::from_str::<Claimed>(&env.body).ok());
+    crate::wire::DirectiveRejection {
+        sequence: claimed.as_ref().and_then(|c| c.sequence),
+        kind: err.kind().into(),
+        reason: err.to_string(),
+        now,
+        issued_at: claimed.as_ref().and_then(|c| c.issued_at),
+        expires_at: claimed.as_ref().and_then(|c| c.expires_at),
+    }
 }

@@ -105,28 +105,8 @@ pub enum UpdatePhase {
     Failed,
     /// The new model failed its health window and was rolled back.
     RolledBack,
-}
-
-/// Progress of the current update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpdateStatus {
-    /// Phase.
-    pub phase: UpdatePhase,
-    /// Deployment the update belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment_id: Option<String>,
-    /// Sequence of the directive being applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u64>,
-    /// Target bundle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<InstalledModel>,
-    /// Chunks verified and persisted.
-    #[serde(default)]
-    pub chunks_done: u32,
-    /// Chunks in the bundle.
-    #[serde(default)]
-    pub chunks_total: u32,
+    /// The model is being unloaded (removed from the desired set).
+    Removing,
 }
 
 /// Overall health.
@@ -141,6 +121,78 @@ pub enum Health {
     NoModel,
 }
 
+/// One model slot on the device: what it runs, what it is being told to run, and how far
+/// it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelState {
+    /// Model name (the slot).
+    pub name: String,
+    /// Where its update is.
+    pub phase: UpdatePhase,
+    /// What it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<InstalledModel>,
+    /// What its other slot holds (the rollback target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<InstalledModel>,
+    /// What the accepted directive asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<InstalledModel>,
+    /// Deployment of the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// Sequence of the directive the phase is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Chunks verified and persisted.
+    #[serde(default)]
+    pub chunks_done: u32,
+    /// Chunks in the bundle.
+    #[serde(default)]
+    pub chunks_total: u32,
+    /// Health of this model.
+    pub health: Health,
+    /// Most recent error of this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A directive the device refused, and why (reported so the bridge can act: re-issue an
+/// expired one, show a clock problem).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectiveRejection {
+    /// Its sequence, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Short reason (`expired`, `not_yet_valid`, `budget`, …).
+    pub kind: String,
+    /// The full reason.
+    pub reason: String,
+    /// The device clock when it refused, unix seconds.
+    pub now: u64,
+    /// The directive's issue time, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
+    /// The directive's expiry, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// Resource budgets of the models (configured on the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BudgetState {
+    /// Memory budget for models, bytes (None: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<u64>,
+    /// Memory the running set needs (per registration), bytes.
+    pub memory_used: u64,
+    /// Disk budget for model slots, bytes (None: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_budget: Option<u64>,
+    /// Disk the slots use, bytes.
+    pub disk_used: u64,
+}
+
 /// Retained reported state of a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportedState {
@@ -150,28 +202,34 @@ pub struct ReportedState {
     pub agent_version: String,
     /// Time of this report, unix seconds.
     pub at: u64,
-    /// Active model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<InstalledModel>,
-    /// Model in the other slot (the rollback target).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<InstalledModel>,
     /// Last accepted directive sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directive_sequence: Option<u64>,
-    /// Update progress.
-    pub update: UpdateStatus,
-    /// Health.
+    /// The last directive refused (cleared when one is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directive_rejected: Option<DirectiveRejection>,
+    /// Every model slot, by name.
+    #[serde(default)]
+    pub models: Vec<ModelState>,
+    /// Overall health (ok when every model is).
     pub health: Health,
-    /// Most recent error, human-readable.
+    /// Most recent device-level error, human-readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Budgets.
+    #[serde(default)]
+    pub budget: BudgetState,
     /// Device tags (hardware target etc.).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl ReportedState {
+    /// The slot of model `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelState> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
     /// Encodes as JSON.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("state serialises")
@@ -358,6 +416,8 @@ pub enum EventKind {
     DeviceAuthFailed,
     /// The bridge signed a checkpoint of its audit trail (details: the checkpoint).
     AuditCheckpoint,
+    /// A device refused a directive (details: the refusal: kind, reason, both clocks).
+    DirectiveRejected,
     /// Any kind this build does not know (forward compatibility).
     #[serde(other)]
     Unknown,
@@ -378,6 +438,7 @@ impl EventKind {
             Self::UpdateFailed => "update_failed",
             Self::DeviceAuthFailed => "device_auth_failed",
             Self::AuditCheckpoint => "audit_checkpoint",
+            Self::DirectiveRejected => "directive_rejected",
             Self::Unknown => "unknown",
         }
     }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use outpost_protocol::bundle::{BuiltBundle, BundleBuilder, Verifier};
 use outpost_protocol::directive::{
-    self, BundleTarget, DIRECTIVE_FORMAT, Directive, DirectiveContext,
+    self, DIRECTIVE_FORMAT, Directive, DirectiveContext, ModelTarget,
 };
 use outpost_protocol::manifest::ModelRef;
 use outpost_protocol::uplink::{Record, UplinkBatch};
@@ -97,7 +97,7 @@ proptest! {
         let _ = UplinkBatch::decode(&bytes, &limits);
         let _ = ChunkFrame::decode(&bytes);
         let _ = ChunkRequest::decode(&bytes, &limits);
-        let ctx = DirectiveContext { device_id: "d", last_sequence: None, now: 0 };
+        let ctx = DirectiveContext { device_id: "d", last_sequence: None, now: 0, max_skew: u64::MAX };
         let _ = directive::verify(&bytes, trust, ctx, &limits);
         let mut with_magic = b"OUTPOSTB\x01\x00".to_vec();
         with_magic.extend_from_slice(&bytes);
@@ -138,11 +138,11 @@ proptest! {
                              version in 1u32..1000, d in any::<[u8; 32]>()) {
         let (key, _, trust) = fixture();
         let dir = Directive {
-            format: DIRECTIVE_FORMAT, deployment_id: dep, device_id: dev.clone(), sequence: seq,
+            format: DIRECTIVE_FORMAT, device_id: dev.clone(), sequence: seq,
             issued_at: 10, expires_at: 20,
-            bundle: BundleTarget { digest: Digest(d), model: ModelRef { name: "m".into(), version }, head_size: 1, size: 2 },
+            models: vec![ModelTarget { name: "m".into(), digest: Digest(d), version, head_size: 1, size: 2, memory_bytes: None, deployment_id: dep }],
         };
-        let ctx = DirectiveContext { device_id: &dev, last_sequence: Some(seq - 1), now: 15 };
+        let ctx = DirectiveContext { device_id: &dev, last_sequence: Some(seq - 1), now: 15, max_skew: 0 };
         let v = directive::verify(&dir.sign(key), trust, ctx, &Limits::default()).unwrap();
         prop_assert_eq!(v.directive(), &dir);
     }

@@ -5,9 +5,8 @@ mod common;
 
 use outpost_protocol::bundle::{BundleError, PREFIX_LEN, Verifier, encode_signed};
 use outpost_protocol::directive::{
-    self, BundleTarget, DIRECTIVE_FORMAT, Directive, DirectiveContext, DirectiveError,
+    self, DIRECTIVE_FORMAT, Directive, DirectiveContext, DirectiveError, ModelTarget,
 };
-use outpost_protocol::manifest::ModelRef;
 use outpost_protocol::{Digest, Limits, SigningKey};
 
 use common::*;
@@ -296,20 +295,19 @@ fn signed_but_inconsistent_manifests_are_rejected() {
 fn directive(seq: u64, device: &str, expires_at: u64) -> Directive {
     Directive {
         format: DIRECTIVE_FORMAT,
-        deployment_id: "dep-1".into(),
         device_id: device.into(),
         sequence: seq,
         issued_at: 1_000,
         expires_at,
-        bundle: BundleTarget {
+        models: vec![ModelTarget {
+            name: "m".into(),
             digest: Digest::of(b"bundle"),
-            model: ModelRef {
-                name: "m".into(),
-                version: 1,
-            },
+            version: 1,
             head_size: 1000,
             size: 5000,
-        },
+            memory_bytes: None,
+            deployment_id: "dep-1".into(),
+        }],
     }
 }
 
@@ -323,6 +321,7 @@ fn directives_expired_replayed_stale_or_forged_are_rejected() {
         device_id: "gw-1",
         last_sequence: last,
         now,
+        max_skew: 500,
     };
     let ok = directive(5, "gw-1", 2_000).sign(&key);
     let v = directive::verify(&ok, &trust, ctx(Some(4), 1_500), &limits).unwrap();
@@ -382,6 +381,23 @@ fn directives_expired_replayed_stale_or_forged_are_rejected() {
     assert!(matches!(
         verify(b"{not json", None, 0).unwrap_err(),
         DirectiveError::Malformed(_)
+    ));
+    // From the future beyond the allowed skew: the device clock is behind.
+    assert_eq!(
+        verify(&ok, Some(4), 499).unwrap_err(),
+        DirectiveError::NotYetValid {
+            issued_at: 1_000,
+            now: 499,
+            max_skew: 500
+        }
+    );
+    assert!(verify(&ok, Some(4), 500).is_ok(), "within the skew");
+    // A set naming one model twice is refused.
+    let mut twice = directive(6, "gw-1", 2_000);
+    twice.models.push(twice.models[0].clone());
+    assert!(matches!(
+        verify(&twice.sign(&key), Some(5), 1_500).unwrap_err(),
+        DirectiveError::Invalid(_)
     ));
     assert!(matches!(
         verify(&vec![b' '; 20_000], None, 0).unwrap_err(),

@@ -211,6 +211,7 @@ pub async fn run(o: ScaleOptions) -> Result<ScaleReport, String> {
             strategy,
             actor: "bench".into(),
             reason: "scale benchmark".into(),
+            skip_gates: false,
         })
         .map_err(|e| e.to_string())?;
     let mut last = 0;

@@ -277,6 +277,7 @@ fn deploy(b: &Bridge, fleet: &SimFleet, version: u32, reason: &str) -> Result<St
             strategy: strategy(),
             actor: "demo".into(),
             reason: reason.into(),
+            skip_gates: false,
         })
         .map_err(err)?
         .id)
@@ -503,7 +504,10 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
     let v2_devices: Vec<String> = {
         let c = bridge.db.lock();
         let mut q = c
-            .prepare("SELECT DISTINCT device FROM directives WHERE digest = ?1 ORDER BY device")
+            .prepare(
+                "SELECT DISTINCT d.device FROM directives d, json_each(d.models) j
+                 WHERE json_extract(j.value, '$.digest') = ?1 ORDER BY d.device",
+            )
             .map_err(err)?;
         q.query_map([&v2.digest], |r| r.get(0))
             .map_err(err)?

@@ -310,6 +310,7 @@ pub async fn run(s: &Scenario, verbose: bool) -> Result<Outcome, ScenarioError> 
                     strategy: spec.build().map_err(err)?,
                     actor: "scenario".into(),
                     reason: format!("step {n}"),
+                    skip_gates: false,
                 })
                 .map_err(err)?;
             let end = tokio::time::Instant::now()

@@ -147,15 +147,6 @@ impl ModelHandle {
             .insert(m.name().to_owned(), m);
     }
 
-    /// Makes `m` the only active model (or none): the single-model updater's switch.
-    pub fn set_only(&self, m: Option<Arc<ActiveModel>>) {
-        let mut map = self.current.write().unwrap_or_else(|p| p.into_inner());
-        map.clear();
-        if let Some(m) = m {
-            map.insert(m.name().to_owned(), m);
-        }
-    }
-
     /// Stops serving `name`.
     pub fn remove(&self, name: &str) {
         self.current

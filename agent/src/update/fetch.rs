@@ -7,7 +7,7 @@
 //! deterministically.
 //!
 //! Flow: head pieces are requested and reassembled; the complete head is verified
-//! (signature, manifest, digest = the directive's) into a [`VerifiedManifest`]; then payload
+//! (signature, manifest, digest = the target's) into a [`VerifiedManifest`]; then payload
 //! chunks are requested with at most `window` in flight, each checked against its SHA-256
 //! in the manifest on arrival and handed out for persisting. A part not answered within
 //! `request_timeout` is requested again; on reconnect every in-flight part is requested
@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use outpost_protocol::bundle::{VerifiedManifest, Verifier};
-use outpost_protocol::directive::VerifiedDirective;
+use outpost_protocol::directive::ModelTarget;
 use outpost_protocol::limits::HEAD_PIECE_SIZE;
 use outpost_protocol::wire::{ChunkFrame, ChunkRequest, MAX_PARTS_PER_REQUEST, PartKind};
 use outpost_protocol::{Digest, TrustStore};
@@ -60,15 +60,15 @@ pub enum Action {
     },
     /// Every chunk is held: assemble and install.
     Install {
-        /// The directive being applied.
-        directive: VerifiedDirective,
+        /// The model target being applied.
+        target: ModelTarget,
         /// Its verified manifest.
         manifest: Box<VerifiedManifest>,
     },
-    /// The download cannot succeed (bad head, bridge refuses): give up on this directive.
+    /// The download cannot succeed (bad head, bridge refuses): give up on this target.
     Fail {
-        /// The directive.
-        directive: VerifiedDirective,
+        /// The target.
+        target: ModelTarget,
         /// Why.
         reason: String,
     },
@@ -92,12 +92,12 @@ pub struct FetchStats {
 enum Phase {
     Idle,
     Head {
-        directive: VerifiedDirective,
+        target: ModelTarget,
         pieces: Vec<Option<Vec<u8>>>,
         inflight: BTreeMap<u32, u64>,
     },
     Chunks {
-        directive: VerifiedDirective,
+        target: ModelTarget,
         manifest: Box<VerifiedManifest>,
         have: Vec<bool>,
         inflight: BTreeMap<u32, u64>,
@@ -135,9 +135,7 @@ impl Fetcher {
     /// Digest being fetched, if any.
     pub fn target(&self) -> Option<Digest> {
         match &self.phase {
-            Phase::Head { directive, .. } | Phase::Chunks { directive, .. } => {
-                Some(directive.directive().bundle.digest)
-            }
+            Phase::Head { target, .. } | Phase::Chunks { target, .. } => Some(target.digest),
             _ => None,
         }
     }
@@ -158,12 +156,12 @@ impl Fetcher {
         self.phase = Phase::Idle;
     }
 
-    /// Starts fetching the bundle a directive names, from its head.
-    pub fn begin(&mut self, directive: VerifiedDirective, now: u64) -> Vec<Action> {
-        let head_size = directive.directive().bundle.head_size.max(1);
+    /// Starts fetching the bundle a (verified directive's) target names, from its head.
+    pub fn begin(&mut self, target: ModelTarget, now: u64) -> Vec<Action> {
+        let head_size = target.head_size.max(1);
         let pieces = head_size.div_ceil(HEAD_PIECE_SIZE) as usize;
         self.phase = Phase::Head {
-            directive,
+            target,
             pieces: vec![None; pieces],
             inflight: BTreeMap::new(),
         };
@@ -173,13 +171,13 @@ impl Fetcher {
     /// Resumes with a head already verified from disk and the chunks already held.
     pub fn resume(
         &mut self,
-        directive: VerifiedDirective,
+        target: ModelTarget,
         manifest: VerifiedManifest,
         have: Vec<bool>,
         now: u64,
     ) -> Vec<Action> {
         self.phase = Phase::Chunks {
-            directive,
+            target,
             manifest: Box::new(manifest),
             have,
             inflight: BTreeMap::new(),
@@ -232,7 +230,7 @@ impl Fetcher {
             PartKind::Error => {
                 // The bridge does not serve this part right now (unknown bundle, rate
                 // limit): let the request time out and try again rather than give up; the
-                // directive's deployment decides when to stop.
+                // directive decides when to stop.
                 self.stats.ignored += 1;
                 Vec::new()
             }
@@ -259,14 +257,12 @@ impl Fetcher {
         if pieces.iter().any(Option::is_none) {
             return self.pump(now);
         }
-        let Phase::Head {
-            directive, pieces, ..
-        } = std::mem::replace(&mut self.phase, Phase::Idle)
+        let Phase::Head { target, pieces, .. } = std::mem::replace(&mut self.phase, Phase::Idle)
         else {
             unreachable!("matched above");
         };
         let head: Vec<u8> = pieces.into_iter().flatten().flatten().collect();
-        let expected = directive.directive().bundle.digest;
+        let expected = target.digest;
         let verified = Verifier::new(&self.trust)
             .verify_head(&head)
             .and_then(|m| m.expect_digest(expected));
@@ -277,13 +273,13 @@ impl Fetcher {
                     digest: expected,
                     head,
                 }];
-                out.extend(self.resume(directive, manifest, vec![false; n], now));
+                out.extend(self.resume(target, manifest, vec![false; n], now));
                 out
             }
             Err(e) => {
                 self.phase = Phase::Done;
                 vec![Action::Fail {
-                    directive,
+                    target,
                     reason: format!("bundle head rejected: {e}"),
                 }]
             }
@@ -315,13 +311,12 @@ impl Fetcher {
             let n = rejections.entry(frame.index).or_insert(0);
             *n += 1;
             if *n >= MAX_CHUNK_REJECTIONS {
-                let Phase::Chunks { directive, .. } =
-                    std::mem::replace(&mut self.phase, Phase::Done)
+                let Phase::Chunks { target, .. } = std::mem::replace(&mut self.phase, Phase::Done)
                 else {
                     unreachable!("matched above");
                 };
                 return vec![Action::Fail {
-                    directive,
+                    target,
                     reason: format!(
                         "{e}, {MAX_CHUNK_REJECTIONS} times: the server is serving bad data"
                     ),
@@ -348,7 +343,7 @@ impl Fetcher {
         let connected = self.connected;
         match &mut self.phase {
             Phase::Head {
-                directive,
+                target,
                 pieces,
                 inflight,
             } => {
@@ -359,13 +354,7 @@ impl Fetcher {
                     .filter(|i| pieces[*i as usize].is_none() && !inflight.contains_key(i))
                     .take(window.saturating_sub(inflight.len()))
                     .collect();
-                request(
-                    directive.directive().bundle.digest,
-                    want,
-                    true,
-                    inflight,
-                    deadline,
-                )
+                request(target.digest, want, true, inflight, deadline)
             }
             Phase::Chunks {
                 have,
@@ -375,17 +364,12 @@ impl Fetcher {
             } => {
                 if have.iter().all(|h| *h) {
                     let Phase::Chunks {
-                        directive,
-                        manifest,
-                        ..
+                        target, manifest, ..
                     } = std::mem::replace(&mut self.phase, Phase::Done)
                     else {
                         unreachable!("matched above");
                     };
-                    return vec![Action::Install {
-                        directive,
-                        manifest,
-                    }];
+                    return vec![Action::Install { target, manifest }];
                 }
                 if !connected {
                     return Vec::new();

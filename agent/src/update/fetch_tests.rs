@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use outpost_protocol::bundle::BundleBuilder;
 use outpost_protocol::contract::ModelContract;
 use outpost_protocol::directive::{
-    self, BundleTarget, DIRECTIVE_FORMAT, Directive, DirectiveContext,
+    self, DIRECTIVE_FORMAT, Directive, DirectiveContext, ModelTarget,
 };
 use outpost_protocol::manifest::{Lineage, ModelRef};
 use outpost_protocol::serve::ServedBundle;
@@ -26,7 +26,7 @@ fn spec() -> ModelContract {
 }
 
 /// A bundle of ~20 chunks of 512 bytes (incompressible content) and its directive.
-fn fixture(key: &SigningKey) -> (ServedBundle, VerifiedDirective, TrustStore) {
+fn fixture(key: &SigningKey) -> (ServedBundle, ModelTarget, TrustStore) {
     let mut x = 0x9E37_79B9u32;
     let noise: Vec<u8> = (0..10_000)
         .map(|_| {
@@ -57,28 +57,29 @@ fn fixture(key: &SigningKey) -> (ServedBundle, VerifiedDirective, TrustStore) {
     trust.add(key.public_key());
     let d = Directive {
         format: DIRECTIVE_FORMAT,
-        deployment_id: "dep".into(),
         device_id: "dev".into(),
         sequence: 1,
         issued_at: 0,
         expires_at: 100,
-        bundle: BundleTarget {
+        models: vec![ModelTarget {
+            name: "m".into(),
             digest: built.digest,
-            model: ModelRef {
-                name: "m".into(),
-                version: 1,
-            },
+            version: 1,
             head_size: built.head_len as u32,
             size: built.bytes.len() as u64,
-        },
+            memory_bytes: None,
+            deployment_id: "dep".into(),
+        }],
     };
     let ctx = DirectiveContext {
         device_id: "dev",
         last_sequence: None,
         now: 1,
+        max_skew: 0,
     };
+    // Targets come from verified directives.
     let vd = directive::verify(&d.sign(key), &trust, ctx, &Limits::default()).unwrap();
-    (served, vd, trust)
+    (served, vd.directive().models[0].clone(), trust)
 }
 
 /// Drives the machine against a server until Install/Fail or `max_steps`; `drop` decides
@@ -231,7 +232,7 @@ fn a_head_that_fails_verification_fails_the_download() {
     // head signed by an untrusted key under that digest.
     let mut f = Fetcher::new(CFG, trust_other);
     f.on_connected(0);
-    let target = vd_other.directive().bundle.digest;
+    let target = vd_other.digest;
     f.begin(vd_other, 0);
     let mut acts = Vec::new();
     for i in 0..served.head_pieces() {

@@ -1,53 +1,63 @@
-//! Updates: accept signed directives, pull bundles chunk by chunk, install into the
-//! inactive A/B slot, self-test, switch atomically, watch a health window, roll back.
+//! Updates: accept signed directives that list every model the device should run, and
+//! reconcile each model slot on its own — pull its bundle chunk by chunk, install into its
+//! inactive A/B slot, self-test, switch atomically, watch a health window, roll back,
+//! unload when it leaves the set.
 //!
-//! The decisions live in two sans-IO machines ([`fetch::Fetcher`] for the download,
-//! [`probation::Probation`] for the health window); this module is the small IO loop
-//! around them: disk ([`disk::UpdateDisk`]), the link, the model handle, the clock.
+//! The decisions live in sans-IO machines: [`lifecycle::Lifecycle`] per model (what to do
+//! next), [`fetch::Fetcher`] per download, [`probation::Probation`] for the health window.
+//! This module is the IO loop around them: the disk ([`disk::UpdateDisk`]), the link
+//! (behind [`Publish`]), the model handle, the clock, and background jobs for the slow
+//! parts (install, slot load, slot removal).
 //!
 //! Guarantees:
 //! - only a [`VerifiedBundle`] reaches [`disk::UpdateDisk::install`], and a model is loaded
-//!   and self-tested from it *before* its slot is written, so a bundle that fails its
-//!   self-test never touches a slot;
-//! - a rejected directive or bundle leaves the running model untouched and is reported
-//!   (`last_error`, phase `failed`);
+//!   and self-tested from it *before* its slot is written;
+//! - a newer accepted directive cancels what is in flight for an older one, and a model is
+//!   switched to only if it is still the latest accepted directive's target for its slot
+//!   (the lifecycle checks on completion; a slot load checks the bundle digest);
+//! - every slot write, load and removal of a model runs under that model's lock and a
+//!   superseded write is abandoned, so the active slot is never written;
 //! - the accepted sequence is persisted before acting on a directive, so neither a replay
 //!   nor a restart can apply an older directive;
-//! - a restart resumes a download with only the missing chunks, resumes probation, and
-//!   rolls back if the agent keeps restarting during probation.
+//! - a directive that is refused (signature, expiry, clock skew, budget) leaves the running
+//!   models untouched and is reported with its reason (`directive_rejected`);
+//! - updating one model never unloads or pauses another.
 
 pub mod disk;
 pub mod fetch;
+mod jobs;
+pub mod lifecycle;
 pub mod probation;
+mod report;
 
+#[cfg(test)]
+mod lifecycle_tests;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::bundle::{VerifiedBundle, VerifiedManifest, Verifier};
-use outpost_protocol::directive::{self, DirectiveContext, DirectiveError, VerifiedDirective};
-use outpost_protocol::wire::{
-    ChunkFrame, Health, InstalledModel, ReportedState, UpdatePhase, UpdateStatus,
-};
-use outpost_protocol::{Digest, Limits, TrustStore, topics};
+use outpost_protocol::directive::{self, Directive, DirectiveContext, DirectiveError, ModelTarget};
+use outpost_protocol::wire::{ChunkFrame, DirectiveRejection, ReportedState};
+use outpost_protocol::{Limits, TrustStore, topics};
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{mono_ms, unix_now};
-use crate::config::UpdateConfig;
-use crate::link::{LinkHandle, UpdateInbound};
+use crate::config::{ModelsConfig, UpdateConfig};
+use crate::link::{Publish, UpdateInbound};
 use crate::models::{ActiveModel, ModelHandle};
-use disk::{ProbationState, Slot, UpdateDisk, UpdateState};
-use fetch::{Action, FetchConfig, Fetcher};
-use outpost_inference::Model;
-use probation::{Probation, Verdict};
-
-/// Largest bundle file read from a slot.
-const MAX_SLOT_BYTES: u64 = 600 * 1024 * 1024;
+use disk::{Slot, UpdateDisk, UpdateState};
+use fetch::{FetchConfig, Fetcher};
+use jobs::{Job, JobDone};
+use lifecycle::{Action, Lifecycle, LifecycleConfig, Target};
 
 impl UpdateDisk {
-    /// Writes a verified bundle into a slot. Taking [`VerifiedBundle`] is the point: no
-    /// other type of bytes can be installed.
-    pub fn install(&self, slot: Slot, bundle: &VerifiedBundle) -> std::io::Result<()> {
-        self.write_slot(slot, &bundle.to_bytes())
+    /// Writes a verified bundle into a model's slot. Taking [`VerifiedBundle`] is the
+    /// point: no other type of bytes can be installed.
+    pub fn install(&self, name: &str, slot: Slot, bundle: &VerifiedBundle) -> std::io::Result<()> {
+        self.write_slot(name, slot, &bundle.to_bytes())
     }
 }
 
@@ -56,171 +66,152 @@ pub struct UpdaterParts {
     /// Device id.
     pub device_id: String,
     /// Tags reported with the state.
-    pub tags: std::collections::BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
     /// Tuning.
     pub cfg: UpdateConfig,
+    /// Memory and disk budgets for the model set.
+    pub budget: ModelsConfig,
     /// Trusted keys.
     pub trust: TrustStore,
     /// On-disk state.
     pub disk: UpdateDisk,
-    /// Where the active model lives.
+    /// Where the active models live.
     pub models: ModelHandle,
     /// Reported state for the link to publish.
     pub report: watch::Sender<Option<ReportedState>>,
-    /// Where update failures and rollbacks are recorded as events.
+    /// Where update failures, rollbacks and refusals are recorded as events.
     pub events: Option<mpsc::Sender<crate::recorder::AgentEvent>>,
 }
 
-/// The updater.
+/// Details of an update event (the `details` of an agent event).
+#[derive(Debug, Serialize)]
+struct EventDetails<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
+}
+
+/// The updater: one [`Lifecycle`] and at most one [`Fetcher`] per model.
 pub struct Updater {
     p: UpdaterParts,
     limits: Limits,
+    lcfg: LifecycleConfig,
+    fcfg: FetchConfig,
     state: UpdateState,
-    fetcher: Fetcher,
-    current: Option<VerifiedDirective>,
-    phase: UpdatePhase,
-    probation: Option<Probation>,
-    link: Option<LinkHandle>,
-}
-
-fn load_slot(
-    disk: &UpdateDisk,
-    trust: &TrustStore,
-    slot: Slot,
-) -> Result<Arc<ActiveModel>, String> {
-    let bytes = disk
-        .read_slot(slot, MAX_SLOT_BYTES)
-        .map_err(|e| e.to_string())?;
-    let bundle = Verifier::new(trust)
-        .verify_bundle(&bytes)
-        .map_err(|e| e.to_string())?;
-    activate(&bundle)
-}
-
-fn activate(bundle: &VerifiedBundle) -> Result<Arc<ActiveModel>, String> {
-    let m = bundle.manifest();
-    let model = Model::load(bundle.model_bytes(), &m.contract).map_err(|e| e.to_string())?;
-    Ok(Arc::new(ActiveModel::new(
-        model,
-        InstalledModel {
-            bundle: bundle.digest(),
-            model: m.model.clone(),
-        },
-        bundle.baseline_bytes().map(<[u8]>::to_vec),
-    )))
-}
-
-/// Assembles from disk, loads and self-tests, then writes the slot (blocking work).
-fn install_job(
-    disk: &UpdateDisk,
-    manifest: VerifiedManifest,
-    slot: Slot,
-) -> Result<Arc<ActiveModel>, String> {
-    let digest = manifest.digest();
-    let mut chunks = Vec::with_capacity(manifest.chunk_count() as usize);
-    for i in 0..manifest.chunk_count() {
-        chunks.push(
-            disk.read_chunk(digest, i)
-                .ok_or_else(|| format!("chunk {i} missing on disk"))?,
-        );
-    }
-    let bundle = manifest
-        .assemble(chunks.iter().map(Vec::as_slice))
-        .map_err(|e| format!("bundle rejected: {e}"))?;
-    let m = bundle.manifest();
-    let model = Model::load(bundle.model_bytes(), &m.contract)
-        .map_err(|e| format!("model rejected: {e}"))?;
-    let samples = bundle
-        .self_tests()
-        .map_err(|e| format!("self-test samples rejected: {e}"))?;
-    model
-        .self_test(&samples)
-        .map_err(|e| format!("self-test failed: {e}"))?;
-    disk.install(slot, &bundle)
-        .map_err(|e| format!("writing slot {slot:?}: {e}"))?;
-    Ok(Arc::new(ActiveModel::new(
-        model,
-        InstalledModel {
-            bundle: bundle.digest(),
-            model: m.model.clone(),
-        },
-        bundle.baseline_bytes().map(<[u8]>::to_vec),
-    )))
+    fetchers: BTreeMap<String, Fetcher>,
+    /// Verified manifests of completed downloads, waiting for their install.
+    manifests: BTreeMap<String, Box<VerifiedManifest>>,
+    /// Per-model slot lock and write generation (see [`jobs`]).
+    guards: BTreeMap<String, Arc<jobs::SlotGuard>>,
+    jobs_tx: mpsc::UnboundedSender<JobDone>,
+    jobs_rx: Option<mpsc::UnboundedReceiver<JobDone>>,
+    link: Option<Arc<dyn Publish>>,
+    connected: bool,
+    /// Actions decided at boot, carried out when the loop starts (they spawn jobs).
+    boot_actions: Vec<(String, Vec<Action>)>,
+    /// A device-level error (unreadable state file), reported.
+    last_error: Option<String>,
+    dirty: bool,
+    disk_used: u64,
 }
 
 impl Updater {
-    /// Restores state from disk: loads (re-verifies) the active slot, handles interrupted
-    /// probation, and prepares to resume a pending download.
+    /// Restores state from disk: loads (re-verifies) each model's active slot, falling
+    /// back to its other slot, removes leftovers of models no longer known, and decides
+    /// what each model resumes (download, install, probation, rollback, removal).
     pub fn boot(p: UpdaterParts) -> Self {
-        let (mut state, load_err) = p.disk.load_state();
-        let fetch_cfg = FetchConfig {
-            window: p.cfg.window,
-            request_timeout_ms: p.cfg.request_timeout.as_millis() as u64,
-        };
+        let (state, load_err) = p.disk.load_state();
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let mut u = Self {
-            fetcher: Fetcher::new(fetch_cfg, p.trust.clone()),
             limits: Limits::default(),
-            current: None,
-            phase: state.last_outcome.unwrap_or(UpdatePhase::Idle),
-            probation: None,
+            lcfg: LifecycleConfig {
+                health_window_ms: p.cfg.health_window.as_millis() as u64,
+                health_inferences: u64::from(p.cfg.health_inferences),
+                max_probation_boots: p.cfg.max_probation_boots,
+            },
+            fcfg: FetchConfig {
+                window: p.cfg.window,
+                request_timeout_ms: p.cfg.request_timeout.as_millis() as u64,
+            },
+            state,
+            fetchers: BTreeMap::new(),
+            manifests: BTreeMap::new(),
+            guards: BTreeMap::new(),
+            jobs_tx,
+            jobs_rx: Some(jobs_rx),
             link: None,
-            state: UpdateState::default(),
+            connected: false,
+            boot_actions: Vec::new(),
+            last_error: None,
+            dirty: true,
+            disk_used: 0,
             p,
         };
         if let Some(e) = load_err {
             tracing::error!("{e}");
-            state.last_error = Some(e);
+            u.last_error = Some(e);
         }
-        // Bring up the active slot, falling back to the other one.
-        let mut active = None;
-        if let Some(slot) = state.active {
-            for s in [slot, slot.other()] {
-                match load_slot(&u.p.disk, &u.p.trust, s) {
-                    Ok(m) => {
-                        if s != slot {
-                            state.last_error = Some(format!(
-                                "slot {slot:?} failed verification; serving slot {s:?}"
-                            ));
-                            state.active = Some(s);
-                            state.probation = None;
-                        }
-                        active = Some(m);
-                        break;
-                    }
-                    Err(e) if s == slot => tracing::error!(?s, error = %e, "active slot unusable"),
-                    Err(_) => {}
+        for dir in u.p.disk.model_dirs() {
+            if !u.state.models.contains_key(&dir) && outpost_protocol::manifest::valid_name(&dir) {
+                tracing::info!(model = %dir, "removing the slots of a model no longer in the state");
+                if let Err(e) = u.p.disk.remove_model(&dir) {
+                    tracing::warn!(model = %dir, error = %e, "cannot remove leftover model slots");
                 }
             }
-            if active.is_none() {
-                state.active = None;
-            }
         }
-        u.p.models.set_only(active);
-        u.state = state;
-        if let Some(pr) = u.state.probation.clone() {
-            let boots = pr.boots + 1;
-            if boots > u.p.cfg.max_probation_boots {
-                let reason = format!("agent restarted {boots} times during the health window");
-                u.rollback(&reason);
-            } else {
-                u.state.probation = Some(ProbationState { boots, ..pr });
-                u.start_probation();
-            }
+        let names: Vec<String> = u.state.models.keys().cloned().collect();
+        for name in names {
+            let mut acts = u.boot_model(&name);
+            let l = u.state.models.get_mut(&name).expect("known name");
+            acts.extend(l.on_boot(&u.lcfg, mono_ms()));
+            u.boot_actions.push((name, acts));
         }
-        u.save();
+        u.flush();
         u
+    }
+
+    /// Loads the active slot of `name` (or the other one) into the model handle.
+    fn boot_model(&mut self, name: &str) -> Vec<Action> {
+        let l = &self.state.models[name];
+        let Some(a) = l.active else {
+            return Vec::new();
+        };
+        let expect = |s: Slot| l.slot(s).map(|m| m.bundle);
+        match jobs::load_slot(&self.p.disk, &self.p.trust, name, a, expect(a)) {
+            Ok(m) => {
+                self.p.models.insert(m);
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(model = %name, slot = ?a, error = %e, "active slot unusable");
+                let other = expect(a.other()).and_then(|d| {
+                    jobs::load_slot(&self.p.disk, &self.p.trust, name, a.other(), Some(d)).ok()
+                });
+                let loaded = other.is_some();
+                if let Some(m) = other {
+                    self.p.models.insert(m);
+                }
+                let l = self.state.models.get_mut(name).expect("known name");
+                l.on_active_unusable(e, loaded)
+            }
+        }
     }
 
     /// Runs until `shutdown`.
     pub async fn run(
         mut self,
-        link: LinkHandle,
+        link: Arc<dyn Publish>,
         mut inbound: mpsc::Receiver<UpdateInbound>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.link = Some(link);
-        self.resume_pending().await;
-        self.report();
+        let mut jobs_rx = self.jobs_rx.take().expect("run once");
+        for (name, acts) in std::mem::take(&mut self.boot_actions) {
+            self.run_actions(&name, acts, None);
+        }
+        self.flush();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let models = self.p.models.clone();
@@ -229,377 +220,499 @@ impl Updater {
                 _ = shutdown.changed() => break,
                 ev = inbound.recv() => match ev {
                     None => break,
-                    Some(UpdateInbound::Directive(b)) => self.on_directive(&b).await,
+                    Some(UpdateInbound::Directive(b)) => self.on_directive(&b),
                     Some(UpdateInbound::Frame(b)) => match ChunkFrame::decode(&b) {
-                        Ok(f) => {
-                            let acts = self.fetcher.on_frame(f, mono_ms());
-                            self.execute(acts).await;
-                        }
+                        Ok(f) => self.on_frame(f).await,
                         Err(e) => tracing::debug!(error = %e, "bad chunk frame dropped"),
                     },
                     Some(UpdateInbound::Connected) => {
-                        let acts = self.fetcher.on_connected(mono_ms());
-                        self.execute(acts).await;
-                        self.report();
+                        self.connected = true;
+                        let now = mono_ms();
+                        for name in self.fetch_names() {
+                            let acts = self.fetcher(&name).on_connected(now);
+                            self.fetch_actions(&name, acts).await;
+                        }
+                        self.dirty = true;
                     }
-                    Some(UpdateInbound::Disconnected) => self.fetcher.on_disconnected(),
+                    Some(UpdateInbound::Disconnected) => {
+                        self.connected = false;
+                        self.fetchers.values_mut().for_each(Fetcher::on_disconnected);
+                    }
                 },
+                Some(done) = jobs_rx.recv() => self.on_job(done),
                 _ = tick.tick() => {
-                    let acts = self.fetcher.on_tick(mono_ms());
-                    self.execute(acts).await;
+                    let now = mono_ms();
+                    for name in self.fetch_names() {
+                        let acts = self.fetcher(&name).on_tick(now);
+                        self.fetch_actions(&name, acts).await;
+                    }
                     self.check_probation();
                 }
-                _ = models.activity(), if self.probation.is_some() => self.check_probation(),
+                _ = models.activity(), if self.in_probation() => self.check_probation(),
             }
+            self.flush();
         }
-        self.save();
+        self.dirty = true;
+        self.flush();
     }
 
-    fn save(&mut self) {
-        self.state.last_outcome = Some(self.phase);
+    /// Saves and reports if anything changed.
+    fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
         if let Err(e) = self.p.disk.save_state(&self.state) {
             // The disk refused the write; the in-memory state still drives this run, and
             // the previous file remains valid (atomic replace).
             tracing::error!(error = %e, "cannot persist update state");
         }
-    }
-
-    fn event(&self, kind: &str, message: &str) {
-        if let Some(tx) = &self.p.events {
-            let target = self.current.as_ref().map(|d| {
-                serde_json::json!({"deployment_id": d.directive().deployment_id, "sequence": d.sequence(), "model": d.directive().bundle.model})
-            });
-            let _ = tx.try_send(crate::recorder::AgentEvent {
-                kind: kind.into(),
-                message: message.into(),
-                details: target.unwrap_or_default(),
-            });
-        }
-    }
-
-    fn fail(&mut self, reason: String) {
-        tracing::warn!(device = %self.p.device_id, %reason, "update failed");
-        self.event("update_failed", &reason);
-        self.phase = UpdatePhase::Failed;
-        self.state.last_error = Some(reason);
-        self.state.pending = None;
-        self.current = None;
-        self.fetcher.cancel();
-        self.p.disk.clear_downloads(None);
-        self.save();
+        self.disk_used = self
+            .state
+            .models
+            .keys()
+            .map(|n| self.p.disk.model_bytes(n))
+            .sum();
         self.report();
     }
 
-    async fn on_directive(&mut self, bytes: &[u8]) {
+    fn event(&self, kind: &str, message: &str, model: &str) {
+        let Some(tx) = &self.p.events else {
+            return;
+        };
+        let target = self.state.models.get(model).and_then(|l| l.target.as_ref());
+        let details = EventDetails {
+            model,
+            deployment_id: target.map(|t| t.entry.deployment_id.as_str()),
+            sequence: target.map(|t| t.sequence),
+        };
+        let _ = tx.try_send(crate::recorder::AgentEvent {
+            kind: kind.into(),
+            message: message.into(),
+            details: serde_json::to_value(details).unwrap_or_default(),
+        });
+    }
+
+    fn on_directive(&mut self, bytes: &[u8]) {
+        let now = unix_now();
         let ctx = DirectiveContext {
             device_id: &self.p.device_id,
             last_sequence: self.state.last_sequence,
-            now: unix_now(),
+            now,
+            max_skew: self.p.cfg.max_clock_skew_secs,
         };
-        match directive::verify(bytes, &self.p.trust, ctx, &self.limits) {
+        let vd = match directive::verify(bytes, &self.p.trust, ctx, &self.limits) {
             // The retained directive comes back on every reconnect; nothing to do.
-            Err(DirectiveError::Replayed(_)) => {}
+            Err(DirectiveError::Replayed(_)) => return,
             Err(e) => {
-                tracing::warn!(device = %self.p.device_id, error = %e, "directive rejected");
-                self.state.last_error = Some(format!("directive rejected: {e}"));
-                self.save();
-                self.report();
+                let r = directive::rejection(bytes, &e, now, &self.limits);
+                return self.reject(r);
             }
-            Ok(vd) => {
-                let d = vd.directive();
-                tracing::info!(device = %self.p.device_id, seq = d.sequence, model = %d.bundle.model, "directive accepted");
-                // Persist the sequence before acting: a crash from here on can never
-                // accept this directive (or an older one) again.
-                self.state.last_sequence = Some(d.sequence);
-                self.state.last_deployment = Some(d.deployment_id.clone());
-                self.state.last_directive_sequence = Some(d.sequence);
-                self.state.pending = Some(String::from_utf8_lossy(bytes).into_owned());
-                self.state.last_error = None;
-                self.save();
-                self.apply(vd).await;
+            Ok(vd) => vd,
+        };
+        let d = vd.directive();
+        if let Err(reason) = check_budget(d, &self.p.budget) {
+            return self.reject(DirectiveRejection {
+                sequence: Some(d.sequence),
+                kind: "budget".into(),
+                reason,
+                now,
+                issued_at: Some(d.issued_at),
+                expires_at: Some(d.expires_at),
+            });
+        }
+        tracing::info!(device = %self.p.device_id, seq = d.sequence, models = d.models.len(), "directive accepted");
+        // Persist the sequence before acting: a crash from here on can never accept this
+        // directive (or an older one) again.
+        self.state.last_sequence = Some(d.sequence);
+        self.state.directive = Some(String::from_utf8_lossy(bytes).into_owned());
+        self.state.rejected = None;
+        self.dirty = true;
+        self.flush();
+        let names: BTreeSet<String> = self
+            .state
+            .models
+            .keys()
+            .cloned()
+            .chain(d.models.iter().map(|m| m.name.clone()))
+            .collect();
+        for name in names {
+            let target = d.model(&name).map(|e| Target {
+                entry: e.clone(),
+                sequence: d.sequence,
+            });
+            let l = self
+                .state
+                .models
+                .entry(name.clone())
+                .or_insert_with(|| Lifecycle::new(&name));
+            let acts = l.on_desired(target);
+            self.run_actions(&name, acts, None);
+        }
+    }
+
+    /// Records a refused directive (once per distinct refusal: the retained directive is
+    /// delivered again on every reconnect).
+    fn reject(&mut self, r: DirectiveRejection) {
+        let repeat = self
+            .state
+            .rejected
+            .as_ref()
+            .is_some_and(|old| old.sequence == r.sequence && old.kind == r.kind);
+        if !repeat {
+            tracing::warn!(device = %self.p.device_id, kind = %r.kind, reason = %r.reason, "directive rejected");
+            if let Some(tx) = &self.p.events {
+                let _ = tx.try_send(crate::recorder::AgentEvent {
+                    kind: "directive_rejected".into(),
+                    message: r.reason.clone(),
+                    details: serde_json::to_value(&r).unwrap_or_default(),
+                });
+            }
+        }
+        self.state.rejected = Some(r);
+        self.dirty = true;
+    }
+
+    fn fetch_names(&self) -> Vec<String> {
+        self.fetchers.keys().cloned().collect()
+    }
+
+    fn fetcher(&mut self, name: &str) -> &mut Fetcher {
+        let (cfg, trust) = (self.fcfg, &self.p.trust);
+        self.fetchers
+            .entry(name.to_owned())
+            .or_insert_with(|| Fetcher::new(cfg, trust.clone()))
+    }
+
+    fn guard(&mut self, name: &str) -> Arc<jobs::SlotGuard> {
+        self.guards.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Carries out a model's lifecycle actions. `ready` is the model just loaded by the job
+    /// whose completion produced them (what `Activate` switches to).
+    fn run_actions(
+        &mut self,
+        name: &str,
+        acts: Vec<Action>,
+        mut ready: Option<(Slot, Arc<ActiveModel>)>,
+    ) {
+        for a in acts {
+            match a {
+                Action::Fetch(t) => self.start_fetch(name, t),
+                Action::CancelFetch => {
+                    if let Some(f) = self.fetchers.get_mut(name) {
+                        f.cancel();
+                    }
+                    self.manifests.remove(name);
+                    // Abandon any install still queued or running for the old target.
+                    self.guard(name).supersede();
+                    self.p.disk.clear_downloads(name, None);
+                }
+                Action::Install {
+                    target,
+                    slot,
+                    ticket,
+                } => {
+                    let manifest = self.manifests.remove(name);
+                    self.guard(name).allow(ticket);
+                    let job = Job::Install {
+                        target,
+                        slot,
+                        manifest,
+                        ticket,
+                    };
+                    self.spawn(name, job);
+                }
+                Action::LoadSlot { slot, ticket } => {
+                    let expect = self
+                        .state
+                        .models
+                        .get(name)
+                        .and_then(|l| l.slot(slot))
+                        .map(|m| m.bundle);
+                    self.spawn(
+                        name,
+                        Job::Load {
+                            slot,
+                            ticket,
+                            expect,
+                        },
+                    );
+                }
+                Action::Activate(slot) => match ready.take() {
+                    Some((s, m)) if s == slot => {
+                        tracing::info!(device = %self.p.device_id, model = %name, version = m.info.model.version, ?slot, "switched");
+                        self.p.models.insert(m);
+                    }
+                    _ => tracing::error!(model = %name, ?slot, "no loaded model to activate"),
+                },
+                Action::Unload => self.p.models.remove(name),
+                Action::FreeSlots => {
+                    self.fetchers.remove(name);
+                    self.manifests.remove(name);
+                    self.guard(name).supersede();
+                    self.spawn(name, Job::Free);
+                }
+                Action::Persist => self.dirty = true,
+                Action::Event { kind, message } => {
+                    tracing::warn!(device = %self.p.device_id, model = %name, kind, %message, "update event");
+                    self.event(kind, &message, name);
+                }
             }
         }
     }
 
-    async fn resume_pending(&mut self) {
-        let Some(raw) = self.state.pending.clone() else {
+    fn spawn(&mut self, name: &str, job: Job) {
+        let ctx = jobs::JobContext {
+            name: name.to_owned(),
+            disk: self.p.disk.clone(),
+            trust: self.p.trust.clone(),
+            guard: self.guard(name),
+            done: self.jobs_tx.clone(),
+        };
+        jobs::spawn(ctx, job);
+    }
+
+    fn on_job(&mut self, done: JobDone) {
+        let name = done.name;
+        let now = mono_ms();
+        let (ok, errors) = (0, 0); // a newly activated model starts with fresh counters
+        let Some(l) = self.state.models.get_mut(&name) else {
             return;
         };
-        match directive::reverify_accepted(
-            raw.as_bytes(),
-            &self.p.trust,
-            &self.p.device_id,
-            &self.limits,
-        ) {
-            Ok(vd) => self.apply(vd).await,
-            Err(e) => self.fail(format!("persisted directive no longer verifies: {e}")),
+        match done.outcome {
+            jobs::Outcome::Installed {
+                ticket,
+                digest,
+                slot,
+                result,
+            } => {
+                let (info, ready) = match result {
+                    Ok(m) => (Ok(m.info.clone()), Some((slot, m))),
+                    Err(e) => (Err(e), None),
+                };
+                let acts = l.on_installed(ticket, digest, slot, info, now, ok, errors);
+                self.run_actions(&name, acts, ready);
+            }
+            jobs::Outcome::Loaded {
+                ticket,
+                slot,
+                result,
+            } => {
+                let (r, ready) = match result {
+                    Ok(m) => (Ok(()), Some((slot, m))),
+                    Err(e) => (Err(e), None),
+                };
+                let acts = l.on_slot_loaded(ticket, slot, r, now, ok, errors);
+                self.run_actions(&name, acts, ready);
+            }
+            jobs::Outcome::Freed(r) => match r {
+                Ok(()) if l.removing() => {
+                    tracing::info!(device = %self.p.device_id, model = %name, "model removed");
+                    self.state.models.remove(&name);
+                    self.fetchers.remove(&name);
+                    self.dirty = true;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Left in `Removing`: the removal is retried at the next start.
+                    l.last_error = Some(format!("removing its slots: {e}"));
+                    self.dirty = true;
+                }
+            },
         }
     }
 
-    async fn apply(&mut self, vd: VerifiedDirective) {
-        let target = vd.directive().bundle.digest;
-        let active = self.state.active;
-        // A new directive supersedes probation of the previous one.
-        self.probation = None;
-        self.state.probation = None;
-        if active.and_then(|s| self.state.slot(s)).map(|m| m.bundle) == Some(target) {
-            self.current = Some(vd);
-            self.finish(UpdatePhase::Succeeded);
-            return;
-        }
-        let inactive = active.map(Slot::other).unwrap_or(Slot::A);
-        if self.state.slot(inactive).map(|m| m.bundle) == Some(target) {
-            // Already installed in the other slot (a rollback): switch without fetching.
-            let disk = self.p.disk.clone();
-            let trust = self.p.trust.clone();
-            match tokio::task::spawn_blocking(move || load_slot(&disk, &trust, inactive)).await {
-                Ok(Ok(m)) => {
-                    self.current = Some(vd);
-                    self.switch_to(inactive, m);
-                    return;
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "inactive slot unusable; fetching again"),
-                Err(e) => tracing::error!(error = %e, "slot load task failed"),
-            }
-        }
-        self.fetcher.cancel();
-        self.p.disk.clear_downloads(Some(target));
-        self.phase = UpdatePhase::Downloading;
-        // Resume from disk if the head (and maybe chunks) are already there.
-        let resumed = self.p.disk.read_head(target).and_then(|head| {
+    /// Starts (or resumes from disk) the download of `t` for model `name`.
+    fn start_fetch(&mut self, name: &str, t: ModelTarget) {
+        let digest = t.digest;
+        self.p.disk.clear_downloads(name, Some(digest));
+        let resumed = self.p.disk.read_head(name, digest).and_then(|head| {
             let m = Verifier::new(&self.p.trust)
                 .verify_head(&head)
                 .ok()?
-                .expect_digest(target)
+                .expect_digest(digest)
                 .ok()?;
             let have = (0..m.chunk_count())
                 .map(|i| {
                     self.p
                         .disk
-                        .read_chunk(target, i)
+                        .read_chunk(name, digest, i)
                         .is_some_and(|c| m.check_chunk(i, &c).is_ok())
                 })
                 .collect::<Vec<bool>>();
             Some((m, have))
         });
+        let now = mono_ms();
+        let connected = self.connected;
+        let f = self.fetcher(name);
+        if connected {
+            f.on_connected(now);
+        }
         let acts = match resumed {
             Some((m, have)) => {
                 let held = have.iter().filter(|h| **h).count();
-                tracing::info!(device = %self.p.device_id, held, total = have.len(), "resuming download");
-                self.fetcher.resume(vd.clone(), m, have, mono_ms())
+                tracing::info!(model = %name, held, total = have.len(), "resuming download");
+                f.resume(t, m, have, now)
             }
-            None => self.fetcher.begin(vd.clone(), mono_ms()),
+            None => f.begin(t, now),
         };
-        self.current = Some(vd);
-        self.report();
-        self.execute(acts).await;
+        // Requests only (nothing is persisted or finished before a frame arrives), except a
+        // resumed download that already holds every chunk, which installs at once.
+        self.sync_fetch_actions(name, acts);
     }
 
-    async fn execute(&mut self, actions: Vec<Action>) {
-        for a in actions {
+    fn sync_fetch_actions(&mut self, name: &str, acts: Vec<fetch::Action>) {
+        for a in acts {
             match a {
-                Action::Request(r) => {
-                    if let Some(l) = &self.link {
-                        let _ =
-                            l.publish(topics::chunk_request(&self.p.device_id), r.encode(), false);
-                    }
+                fetch::Action::Request(r) => self.request(r),
+                fetch::Action::Install { target, manifest } => self.fetched(name, target, manifest),
+                fetch::Action::Fail { target, reason } => self.fetch_failed(name, target, reason),
+                fetch::Action::PersistHead { .. } | fetch::Action::PersistChunk { .. } => {
+                    tracing::error!(model = %name, "unexpected persist while starting a download")
                 }
-                Action::PersistHead { digest, head } => {
-                    let disk = self.p.disk.clone();
-                    if let Err(e) = blocking(move || disk.write_head(digest, &head)).await {
+            }
+        }
+    }
+
+    fn request(&self, r: outpost_protocol::wire::ChunkRequest) {
+        if let Some(l) = &self.link {
+            let _ = l.publish(topics::chunk_request(&self.p.device_id), r.encode(), false);
+        }
+    }
+
+    fn fetched(&mut self, name: &str, target: ModelTarget, manifest: Box<VerifiedManifest>) {
+        self.manifests.insert(name.to_owned(), manifest);
+        if let Some(l) = self.state.models.get_mut(name) {
+            let acts = l.on_fetched(target.digest);
+            self.run_actions(name, acts, None);
+        }
+    }
+
+    fn fetch_failed(&mut self, name: &str, target: ModelTarget, reason: String) {
+        self.p.disk.clear_downloads(name, None);
+        if let Some(l) = self.state.models.get_mut(name) {
+            let acts = l.on_fetch_failed(target.digest, reason);
+            self.run_actions(name, acts, None);
+        }
+    }
+
+    async fn on_frame(&mut self, f: ChunkFrame) {
+        let Some(name) = self
+            .fetchers
+            .iter()
+            .find(|(_, fe)| fe.target() == Some(f.bundle))
+            .map(|(n, _)| n.clone())
+        else {
+            tracing::debug!(bundle = %f.bundle, "frame for no download in progress dropped");
+            return;
+        };
+        let acts = self.fetcher(&name).on_frame(f, mono_ms());
+        self.fetch_actions(&name, acts).await;
+    }
+
+    async fn fetch_actions(&mut self, name: &str, acts: Vec<fetch::Action>) {
+        for a in acts {
+            match a {
+                fetch::Action::Request(r) => self.request(r),
+                fetch::Action::PersistHead { digest, head } => {
+                    let (disk, n) = (self.p.disk.clone(), name.to_owned());
+                    if let Err(e) = blocking(move || disk.write_head(&n, digest, &head)).await {
                         tracing::error!(error = %e, "cannot persist bundle head");
                     }
                 }
-                Action::PersistChunk {
+                fetch::Action::PersistChunk {
                     digest,
                     index,
                     data,
                 } => {
-                    let disk = self.p.disk.clone();
-                    // A chunk that fails to persist is re-fetched after a restart; the
-                    // in-memory download still completes from the copy on disk or not at
-                    // all (install reads from disk), so report rather than pretend.
-                    if let Err(e) = blocking(move || disk.write_chunk(digest, index, &data)).await {
+                    let (disk, n) = (self.p.disk.clone(), name.to_owned());
+                    // A chunk that fails to persist is missing at install, which then fails
+                    // with the reason; after a restart it is fetched again.
+                    if let Err(e) =
+                        blocking(move || disk.write_chunk(&n, digest, index, &data)).await
+                    {
                         tracing::error!(error = %e, index, "cannot persist chunk");
                     }
-                    let (done, total) = self.fetcher.progress();
+                    let (done, total) = self.fetchers.get(name).map_or((0, 0), Fetcher::progress);
                     if done == total || done % 8 == 0 {
                         self.report();
                     }
                 }
-                Action::Install {
-                    directive: _,
-                    manifest,
-                } => self.install(*manifest).await,
-                Action::Fail {
-                    directive: _,
-                    reason,
-                } => self.fail(reason),
+                fetch::Action::Install { target, manifest } => self.fetched(name, target, manifest),
+                fetch::Action::Fail { target, reason } => self.fetch_failed(name, target, reason),
             }
         }
     }
 
-    async fn install(&mut self, manifest: VerifiedManifest) {
-        self.phase = UpdatePhase::Installing;
-        self.report();
-        // Installing holds a few copies of the bundle in memory at once; one install per
-        // CPU at a time. On a gateway (one agent per process) this never waits; in the
-        // simulator it keeps a thousand agents from assembling a thousand bundles at once.
-        let _permit = install_permits().acquire().await;
-        let slot = self.state.active.map(Slot::other).unwrap_or(Slot::A);
-        let disk = self.p.disk.clone();
-        let r = tokio::task::spawn_blocking(move || install_job(&disk, manifest, slot)).await;
-        match r {
-            Ok(Ok(model)) => {
-                self.p.disk.clear_downloads(None);
-                self.switch_to(slot, model);
-            }
-            Ok(Err(reason)) => self.fail(reason),
-            Err(e) => self.fail(format!("install task failed: {e}")),
-        }
+    fn in_probation(&self) -> bool {
+        self.state
+            .models
+            .values()
+            .any(|l| matches!(l.phase, lifecycle::Phase::Probation { .. }))
     }
 
-    /// Makes `slot` active (one atomic state write), swaps the model in, starts probation.
-    fn switch_to(&mut self, slot: Slot, model: Arc<ActiveModel>) {
-        let (dep, seq) = self
-            .current
-            .as_ref()
-            .map(|d| (d.directive().deployment_id.clone(), d.sequence()))
-            .unwrap_or_default();
-        self.state.set_slot(slot, Some(model.info.clone()));
-        self.state.active = Some(slot);
-        self.state.pending = None;
-        self.state.probation = Some(ProbationState {
-            deployment_id: dep,
-            sequence: seq,
-            boots: 0,
-        });
-        self.phase = UpdatePhase::Probation;
-        self.save();
-        tracing::info!(device = %self.p.device_id, model = %model.info.model, ?slot, "switched; health window started");
-        self.p.models.set_only(Some(model));
-        self.start_probation();
-        self.report();
-    }
-
-    fn start_probation(&mut self) {
-        let Some(m) = self.p.models.only() else {
-            return;
-        };
-        let (ok, errors) = m.stats.outcomes();
-        self.phase = UpdatePhase::Probation;
-        self.probation = Some(Probation::start(
-            mono_ms(),
-            self.p.cfg.health_window.as_millis() as u64,
-            u64::from(self.p.cfg.health_inferences),
-            ok,
-            errors,
-        ));
-    }
-
+    /// Judges each model in probation on its own counters.
     fn check_probation(&mut self) {
-        let (Some(p), Some(m)) = (&self.probation, self.p.models.only()) else {
-            return;
-        };
-        let (ok, errors) = m.stats.outcomes();
-        match p.check(mono_ms(), ok, errors) {
-            None => {}
-            Some(Verdict::Healthy) => {
-                tracing::info!(device = %self.p.device_id, model = %m.info.model, "health window passed");
-                self.finish(UpdatePhase::Succeeded);
+        let now = mono_ms();
+        let names: Vec<String> = self
+            .state
+            .models
+            .iter()
+            .filter(|(_, l)| matches!(l.phase, lifecycle::Phase::Probation { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let (ok, errors) = self
+                .p
+                .models
+                .get(&name)
+                .map_or((0, 0), |m| m.stats.outcomes());
+            let l = self.state.models.get_mut(&name).expect("listed");
+            let acts = l.on_tick(now, &self.lcfg, ok, errors);
+            if !acts.is_empty() && l.phase == lifecycle::Phase::Idle {
+                tracing::info!(device = %self.p.device_id, model = %name, "health window passed");
             }
-            Some(Verdict::Unhealthy(reason)) => self.rollback(&reason),
+            self.run_actions(&name, acts, None);
         }
-    }
-
-    fn finish(&mut self, phase: UpdatePhase) {
-        self.phase = phase;
-        self.probation = None;
-        self.state.probation = None;
-        self.state.pending = None;
-        self.save();
-        self.report();
-    }
-
-    /// Switches back to the other slot (loading it from disk) after a failed health window.
-    fn rollback(&mut self, reason: &str) {
-        tracing::warn!(device = %self.p.device_id, %reason, "rolling back");
-        self.event("rolled_back", reason);
-        self.probation = None;
-        self.state.probation = None;
-        let back = self.state.active.map(Slot::other);
-        let restored = back.and_then(|s| match load_slot(&self.p.disk, &self.p.trust, s) {
-            Ok(m) => Some((s, m)),
-            Err(e) => {
-                tracing::error!(error = %e, "previous slot unusable; no model will serve");
-                None
-            }
-        });
-        match restored {
-            Some((s, m)) => {
-                self.state.active = Some(s);
-                self.p.models.set_only(Some(m));
-            }
-            None => {
-                self.state.active = None;
-                self.p.models.set_only(None);
-            }
-        }
-        self.phase = UpdatePhase::RolledBack;
-        self.state.last_error = Some(format!("rolled back: {reason}"));
-        self.save();
-        self.report();
-    }
-
-    fn report(&self) {
-        let installed = |s: Option<Slot>| s.and_then(|s| self.state.slot(s).cloned());
-        let active = self.p.models.only().map(|m| m.info.clone());
-        let (done, total) = self.fetcher.progress();
-        let target = self.current.as_ref().map(|d| InstalledModel {
-            bundle: d.directive().bundle.digest,
-            model: d.directive().bundle.model.clone(),
-        });
-        let s = ReportedState {
-            device_id: self.p.device_id.clone(),
-            agent_version: crate::VERSION.into(),
-            at: unix_now(),
-            health: if active.is_some() {
-                Health::Ok
-            } else {
-                Health::NoModel
-            },
-            active,
-            previous: installed(self.state.active.map(Slot::other)),
-            directive_sequence: self.state.last_sequence,
-            update: UpdateStatus {
-                phase: self.phase,
-                deployment_id: self.state.last_deployment.clone(),
-                sequence: self.state.last_directive_sequence,
-                target,
-                chunks_done: done,
-                chunks_total: total,
-            },
-            last_error: self.state.last_error.clone(),
-            tags: self.p.tags.clone(),
-        };
-        let _ = self.p.report.send(Some(s));
-    }
-
-    /// The digest being downloaded, if any.
-    pub fn downloading(&self) -> Option<Digest> {
-        self.fetcher.target()
     }
 }
 
-fn install_permits() -> &'static tokio::sync::Semaphore {
-    static P: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    P.get_or_init(|| {
-        tokio::sync::Semaphore::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-        )
-    })
+/// Checks a desired set against the device's budgets.
+///
+/// Memory: the sum of each model's peak measured at registration (`memory_bytes`; a model
+/// without a measurement counts 0). Disk: two slots per model, each the bundle's size (the
+/// previous version stays as the rollback target).
+///
+/// # Errors
+/// The reason, naming what each model needs and the budget it exceeds.
+pub fn check_budget(d: &Directive, budget: &ModelsConfig) -> Result<(), String> {
+    let list = |f: &dyn Fn(&ModelTarget) -> u64| {
+        d.models
+            .iter()
+            .map(|m| format!("{} v{} {} B", m.name, m.version, f(m)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(max) = budget.max_memory_bytes {
+        let need: u64 = d.models.iter().map(|m| m.memory_bytes.unwrap_or(0)).sum();
+        if need > max {
+            return Err(format!(
+                "the desired set needs {need} bytes of model memory ({}), over the {max} byte budget ([models] max_memory_bytes); the running models are kept",
+                list(&|m| m.memory_bytes.unwrap_or(0))
+            ));
+        }
+    }
+    if let Some(max) = budget.max_disk_bytes {
+        let need: u64 = d.models.iter().map(|m| m.size.saturating_mul(2)).sum();
+        if need > max {
+            return Err(format!(
+                "the desired set needs {need} bytes of slot disk (two slots per model: {}), over the {max} byte budget ([models] max_disk_bytes); the running models are kept",
+                list(&|m| m.size.saturating_mul(2))
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(

@@ -199,11 +199,52 @@ pub async fn show_device(
     use crate::devices::DeviceError;
     authorize(&st, &h, Role::Viewer)?;
     input::bounded("device", &id, input::MAX_DEVICE_ID)?;
-    let d = crate::devices::show(&st.db.lock(), &id).map_err(|e| match e {
+    let c = st.db.lock();
+    let d = crate::devices::show(&c, &id).map_err(|e| match e {
         e @ DeviceError::NotFound(_) => ApiError::not_found(e.to_string()),
         e => ApiError::internal(e),
     })?;
-    Ok(axum::Json(d).into_response())
+    let desired = crate::fleet::desired::entries(&c, &id).map_err(fleet_err)?;
+    Ok(axum::Json(crate::fleet::DeviceView { device: d, desired }).into_response())
+}
+
+/// `DELETE /v1/devices/{id}/models/{model}`: take a model off a device.
+pub async fn remove_device_model(
+    State(st): State<ApiState>,
+    h: HeaderMap,
+    Path((id, model)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let actor = authorize(&st, &h, Role::Operator)?;
+    input::bounded("device", &id, input::MAX_DEVICE_ID)?;
+    let mut reason = String::new();
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "reason" => reason = v,
+            other => return Err(unknown_param(other, "reason")),
+        }
+    }
+    let req = crate::fleet::RemoveModel {
+        model: model.clone(),
+        selector: crate::fleet::Selector {
+            ids: vec![id.clone()],
+            tags: Vec::new(),
+        },
+        actor,
+        reason,
+    };
+    let fleet = st.fleet.clone();
+    let r = tokio::task::spawn_blocking(move || fleet.remove_model(req))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(fleet_err)?;
+    if r.devices.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "model {} is not in device {id}'s desired set",
+            short(&model)
+        )));
+    }
+    Ok(axum::Json(r).into_response())
 }
 
 #[derive(Deserialize)]
@@ -442,6 +483,9 @@ struct CreateBody {
     strategy: Option<crate::fleet::StrategySpec>,
     #[serde(default)]
     reason: String,
+    /// Roll out without the canary gates (needs a reason; audited).
+    #[serde(default)]
+    skip_gates: bool,
 }
 
 pub async fn create_deployment(
@@ -463,6 +507,7 @@ pub async fn create_deployment(
         strategy,
         actor,
         reason: b.reason,
+        skip_gates: b.skip_gates,
     };
     let fleet = st.fleet.clone();
     let rec = tokio::task::spawn_blocking(move || fleet.create(req))
@@ -487,6 +532,9 @@ pub async fn show_deployment(
 struct ActionBody {
     #[serde(default)]
     reason: String,
+    /// `rollback` only: send every device to this version.
+    #[serde(default)]
+    to: Option<u32>,
 }
 
 pub async fn deployment_action(
@@ -502,11 +550,27 @@ pub async fn deployment_action(
         Ok(b) if b.is_empty() => ActionBody::default(),
         body => parse_body(body)?,
     };
+    if b.to.is_some() && action != "rollback" {
+        return Err(ApiError::bad("`to` applies to rollback only"));
+    }
     let cmd = match action.as_str() {
         "pause" => Command::Pause(b.reason),
         "resume" => Command::Resume,
         "abort" => Command::Abort(b.reason),
-        "rollback" => Command::Rollback(b.reason),
+        "rollback" => {
+            let req = crate::fleet::RollbackRequest {
+                id,
+                to: b.to,
+                actor,
+                reason: b.reason,
+            };
+            let fleet = st.fleet.clone();
+            let rec = tokio::task::spawn_blocking(move || fleet.rollback(req))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(fleet_err)?;
+            return Ok(axum::Json(rec).into_response());
+        }
         other => {
             return Err(ApiError::not_found(format!(
                 "no action {:?}: pause, resume, abort, rollback",

@@ -272,6 +272,10 @@ pub fn router(st: ApiState) -> Router {
         )
         .route("/v1/devices", get(h::list_devices).post(h::add_device))
         .route("/v1/devices/{id}", get(h::show_device))
+        .route(
+            "/v1/devices/{id}/models/{model}",
+            axum::routing::delete(h::remove_device_model),
+        )
         .route("/v1/audit", get(h::audit))
         .route("/v1/audit/verify", get(h::audit_verify))
         .route("/v1/events", get(h::events))

@@ -18,7 +18,13 @@
 //!
 //! A trip pauses or rolls back, per policy. Rolling back sends every device that received
 //! the new model a directive for its previous model (a *new* directive: devices only
-//! accept increasing sequences).
+//! accept increasing sequences); a device that had no previous model has the model
+//! removed. Aborting pins every device that has not finished to what it runs, so nothing
+//! of an aborted deployment is installed after the abort (a device still downloading gets
+//! a directive without the new bundle and cancels).
+//!
+//! The machine decides per device *what* it should run for the deployment's model; the IO
+//! layer turns that into the device's complete desired set and a signed directive.
 
 use std::collections::BTreeMap;
 
@@ -217,15 +223,21 @@ pub struct DeviceEntry {
     pub status: DeviceStatus,
     /// Bundle digest it ran before (rollback target), if any.
     pub previous: Option<String>,
+    /// Its own target, when it differs from the deployment's (a rollback deployment sends
+    /// each device back to its own previous version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
-/// What a device reported (derived from its retained state).
+/// What a device reported about the deployment's model (derived from its retained state).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    /// Active bundle digest.
+    /// The device has accepted the bridge's latest directive (the report is about it).
+    pub current: bool,
+    /// What it runs for the model (`None`: the model is not on the device).
     pub active: Option<String>,
-    /// Directive sequence the report is about.
-    pub sequence: Option<u64>,
+    /// Its update of the model is finished (not downloading, installing, in probation).
+    pub settled: bool,
     /// The update failed or was rolled back on the device, with the error.
     pub failed: Option<String>,
 }
@@ -250,23 +262,50 @@ pub enum Command {
     Pause(String),
     /// Continue.
     Resume,
-    /// Stop (devices keep what they run).
+    /// Stop: devices that finished keep the new model; the others are pinned to what
+    /// they run.
     Abort(String),
     /// Send switched devices back.
     Rollback(String),
 }
 
+impl Command {
+    fn verb(&self) -> &'static str {
+        match self {
+            Command::Pause(_) => "pause",
+            Command::Resume => "resume",
+            Command::Abort(_) => "abort",
+            Command::Rollback(_) => "roll back",
+        }
+    }
+}
+
 /// What the IO loop must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Send `device` a directive for the deployment's model.
-    Target(String),
-    /// Send `device` a directive for `digest` (its previous model).
+    /// Make `digest` the device's bundle for the deployment's model.
+    Target {
+        /// Device.
+        device: String,
+        /// Bundle digest.
+        digest: String,
+    },
+    /// Send `device` back to `digest`, its previous model (`None`: it had none; remove
+    /// the model).
     Restore {
         /// Device.
         device: String,
         /// Previous bundle digest.
-        digest: String,
+        digest: Option<String>,
+    },
+    /// Keep `device` on what it runs for the model now (its latest report), or on
+    /// `fallback` (what it ran before the deployment) when it has not said; no report and
+    /// no fallback removes the model.
+    Pin {
+        /// Device.
+        device: String,
+        /// What it ran before the deployment.
+        fallback: Option<String>,
     },
     /// The state changed (audit + event).
     Changed {
@@ -337,6 +376,7 @@ impl Rollout {
                             wave,
                             status: DeviceStatus::Pending,
                             previous,
+                            target: None,
                         },
                     )
                 })
@@ -346,6 +386,35 @@ impl Rollout {
             observation: None,
             rollback_started: None,
         }
+    }
+
+    /// A rollout that sends each device to its own target (`(device, previous, target)`).
+    pub fn with_targets(
+        target: String,
+        strategy: Strategy,
+        devices: Vec<(String, Option<String>, String)>,
+    ) -> Self {
+        let own: BTreeMap<String, String> = devices
+            .iter()
+            .map(|(d, _, t)| (d.clone(), t.clone()))
+            .collect();
+        let mut r = Self::new(
+            target,
+            strategy,
+            devices.into_iter().map(|(d, p, _)| (d, p)).collect(),
+        );
+        for (d, e) in r.devices.iter_mut() {
+            e.target = own.get(d).filter(|t| **t != r.target).cloned();
+        }
+        r
+    }
+
+    /// What `device` should run for this deployment.
+    pub fn target_of(&self, device: &str) -> &str {
+        self.devices
+            .get(device)
+            .and_then(|e| e.target.as_deref())
+            .unwrap_or(&self.target)
     }
 
     /// Starts: targets the first wave.
@@ -360,7 +429,10 @@ impl Rollout {
         for (id, d) in self.devices.iter_mut() {
             if d.wave == w && d.status == DeviceStatus::Pending {
                 d.status = DeviceStatus::Targeted { since: now };
-                out.push(Action::Target(id.clone()));
+                out.push(Action::Target {
+                    device: id.clone(),
+                    digest: d.target.clone().unwrap_or_else(|| self.target.clone()),
+                });
             }
         }
         if out.is_empty() && self.devices.values().all(|d| d.wave != w) {
@@ -376,20 +448,24 @@ impl Rollout {
 
     /// A device reported.
     pub fn on_report(&mut self, device: &str, r: &Report, now: u64) -> Vec<Action> {
-        let target = self.target.clone();
+        let target = self.target_of(device).to_owned();
         let Some(d) = self.devices.get_mut(device) else {
             return Vec::new();
         };
+        if !r.current {
+            // About an older directive: says nothing about this deployment yet.
+            return self.evaluate(now);
+        }
         match (&d.status, &self.state) {
             (DeviceStatus::Targeted { .. }, State::Running | State::Paused { .. }) => {
-                if r.active.as_deref() == Some(target.as_str()) && r.failed.is_none() {
-                    d.status = DeviceStatus::Succeeded;
-                } else if let Some(e) = &r.failed {
+                if let Some(e) = &r.failed {
                     d.status = DeviceStatus::Failed { reason: e.clone() };
+                } else if r.settled && r.active.as_deref() == Some(target.as_str()) {
+                    d.status = DeviceStatus::Succeeded;
                 }
             }
             (DeviceStatus::RolledBack { confirmed: false }, _)
-                if r.active.is_some() && r.active == d.previous =>
+                if r.settled && r.active == d.previous =>
             {
                 d.status = DeviceStatus::RolledBack { confirmed: true };
             }
@@ -441,9 +517,24 @@ impl Rollout {
     }
 
     /// An operator command.
+    ///
+    /// # Errors
+    /// Why the command does not apply in the current state, in words for an operator.
     pub fn command(&mut self, c: Command, now: u64) -> Result<Vec<Action>, String> {
         match (c, &self.state) {
-            (_, s) if s.terminal() => Err(format!("deployment is {}", s.name())),
+            (Command::Pause(_), State::Paused { .. }) => Err("it is already paused".into()),
+            (Command::Resume, State::Running) => Err("it is running, not paused".into()),
+            (Command::Rollback(_), State::RollingBack { .. }) => {
+                Err("it is already rolling back".into())
+            }
+            (Command::Rollback(_), s) if s.terminal() => Err(format!(
+                "it is {}; `deploy rollback` of a finished deployment creates a new deployment returning each device to its previous version",
+                s.name()
+            )),
+            (_, s) if s.terminal() => Err(format!(
+                "it is {} (finished); create a new deployment instead",
+                s.name()
+            )),
             (Command::Pause(r), State::Running) => Ok(self.set(State::Paused { reason: r })),
             (Command::Resume, State::Paused { .. }) => {
                 let mut a = self.set(State::Running);
@@ -456,19 +547,36 @@ impl Rollout {
                 a.extend(self.evaluate(now));
                 Ok(a)
             }
-            (Command::Abort(r), State::Running | State::Paused { .. }) => {
-                Ok(self.set(State::Aborted { reason: r }))
-            }
+            (Command::Abort(r), State::Running | State::Paused { .. }) => Ok(self.abort(r)),
             (Command::Rollback(r), State::Running | State::Paused { .. }) => {
                 Ok(self.rollback(r, now))
             }
-            (c, s) => Err(format!("cannot {c:?} a deployment that is {}", s.name())),
+            (c, s) => Err(format!("cannot {} it while it is {}", c.verb(), s.name())),
         }
     }
 
     fn set(&mut self, s: State) -> Vec<Action> {
         self.state = s.clone();
         vec![Action::Changed { state: s }]
+    }
+
+    /// Pins every device that was sent the new model but has not finished with it.
+    fn abort(&mut self, reason: String) -> Vec<Action> {
+        let mut out = self.set(State::Aborted { reason });
+        for (id, d) in self.devices.iter_mut() {
+            if let DeviceStatus::Targeted { .. } | DeviceStatus::Failed { .. } = d.status {
+                out.push(Action::Pin {
+                    device: id.clone(),
+                    fallback: d.previous.clone(),
+                });
+                if matches!(d.status, DeviceStatus::Targeted { .. }) {
+                    d.status = DeviceStatus::Failed {
+                        reason: "aborted before it finished".into(),
+                    };
+                }
+            }
+        }
+        out
     }
 
     fn trip(&mut self, reason: String, now: u64) -> Vec<Action> {
@@ -491,21 +599,12 @@ impl Rollout {
             if !switched {
                 continue;
             }
-            match &d.previous {
-                Some(p) => {
-                    out.push(Action::Restore {
-                        device: id.clone(),
-                        digest: p.clone(),
-                    });
-                    d.status = DeviceStatus::RolledBack { confirmed: false };
-                }
-                // Nothing to go back to: leave the device as it is, recorded.
-                None => {
-                    d.status = DeviceStatus::Failed {
-                        reason: "no previous model to roll back to".into(),
-                    }
-                }
-            }
+            // No previous model: the model is removed from the device.
+            out.push(Action::Restore {
+                device: id.clone(),
+                digest: d.previous.clone(),
+            });
+            d.status = DeviceStatus::RolledBack { confirmed: false };
         }
         out.extend(self.on_tick(now));
         out

@@ -25,10 +25,15 @@ fn fleet(n: usize) -> Vec<(String, Option<String>)> {
 }
 
 fn ok() -> Report {
+    report(Some("new"), None)
+}
+
+fn report(active: Option<&str>, failed: Option<&str>) -> Report {
     Report {
-        active: Some("new".into()),
-        sequence: None,
-        failed: None,
+        current: true,
+        active: active.map(Into::into),
+        settled: true,
+        failed: failed.map(Into::into),
     }
 }
 
@@ -44,8 +49,8 @@ fn good_obs() -> Observation {
 fn targets(a: &[Action]) -> Vec<String> {
     a.iter()
         .filter_map(|x| {
-            if let Action::Target(d) = x {
-                Some(d.clone())
+            if let Action::Target { device, .. } = x {
+                Some(device.clone())
             } else {
                 None
             }
@@ -99,21 +104,13 @@ fn a_wave_that_never_reports_fails_by_timeout_and_rolls_back() {
         "{:?}",
         r.state
     );
-    assert!(acts.iter().any(|a| matches!(a, Action::Restore { device, digest } if *device == canary[0] && digest == "old")));
+    assert!(acts.iter().any(|a| matches!(a, Action::Restore { device, digest } if *device == canary[0] && digest.as_deref() == Some("old"))));
     match &r.devices[&canary[0]].status {
         DeviceStatus::RolledBack { .. } => {}
         s => panic!("{s:?}"),
     }
     // Once the device reports its old model again, the rollback is complete.
-    r.on_report(
-        &canary[0],
-        &Report {
-            active: Some("old".into()),
-            sequence: None,
-            failed: None,
-        },
-        1100,
-    );
+    r.on_report(&canary[0], &report(Some("old"), None), 1100);
     r.on_tick(1200);
     assert!(matches!(r.state, State::RolledBack { .. }), "{:?}", r.state);
 }
@@ -163,8 +160,90 @@ fn operator_commands_pause_resume_abort() {
     );
     let a = r.on_tick(1500);
     assert!(!targets(&a).is_empty(), "then the next wave starts: {a:?}");
+    let pause_twice = r
+        .command(Command::Pause("a".into()), 1100)
+        .and_then(|_| r.command(Command::Pause("b".into()), 1100));
+    assert_eq!(pause_twice.unwrap_err(), "it is already paused");
     r.command(Command::Abort("enough".into()), 1100).unwrap();
-    assert!(r.command(Command::Resume, 1200).is_err(), "terminal");
+    let e = r.command(Command::Resume, 1200).unwrap_err();
+    assert!(e.contains("aborted"), "{e}");
+    let e = r.command(Command::Rollback("x".into()), 1200).unwrap_err();
+    assert!(e.contains("creates a new deployment"), "{e}");
+}
+
+#[test]
+fn abort_pins_every_device_that_has_not_finished() {
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(10));
+    let c = targets(&r.start(0));
+    r.on_report(&c[0], &ok(), 10);
+    let second = targets(&r.on_observation(good_obs(), 600));
+    assert!(!second.is_empty(), "{:?}", r.state);
+    let acts = r.command(Command::Abort("stop".into()), 800).unwrap();
+    let pinned: BTreeSet<String> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Pin { device, fallback } => {
+                assert_eq!(fallback.as_deref(), Some("old"));
+                Some(device.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pinned,
+        second.iter().cloned().collect(),
+        "the canary finished and keeps the new model"
+    );
+    assert!(!acts.iter().any(|a| matches!(a, Action::Target { .. })));
+}
+
+#[test]
+fn a_rollback_deployment_sends_each_device_to_its_own_target() {
+    let devices = vec![
+        ("a".to_string(), Some("v3".to_string()), "v1".to_string()),
+        ("b".to_string(), Some("v3".to_string()), "v2".to_string()),
+    ];
+    let mut s = strategy(OnTrip::Pause);
+    s.waves = vec![Wave {
+        fraction: 1.0,
+        ..s.waves[0].clone()
+    }];
+    s.gates.max_output_shift = None;
+    s.gates.max_error_rate = None;
+    s.gates.min_samples = 0;
+    let mut r = Rollout::with_targets("v1".into(), s, devices);
+    let acts = r.start(0);
+    let sent: BTreeMap<String, String> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Target { device, digest } => Some((device.clone(), digest.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent["a"], "v1");
+    assert_eq!(sent["b"], "v2");
+    r.on_report("a", &report(Some("v1"), None), 1);
+    r.on_report("b", &report(Some("v1"), None), 1);
+    assert_eq!(
+        r.devices["b"].status,
+        DeviceStatus::Targeted { since: 0 },
+        "b must reach its own target"
+    );
+    r.on_report("b", &report(Some("v2"), None), 2);
+    r.on_tick(600);
+    assert_eq!(r.state, State::Succeeded);
+}
+
+#[test]
+fn a_report_about_an_older_directive_says_nothing() {
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(3));
+    let c = targets(&r.start(0));
+    let stale = Report {
+        current: false,
+        ..report(Some("old"), Some("old failure"))
+    };
+    r.on_report(&c[0], &stale, 5);
+    assert_eq!(r.devices[&c[0]].status, DeviceStatus::Targeted { since: 0 });
 }
 
 #[derive(Debug, Clone)]
@@ -212,12 +291,16 @@ proptest! {
         for e in events {
             for a in acts.drain(..) {
                 match a {
-                    Action::Target(d) => {
+                    Action::Target { device: d, .. } => {
                         prop_assert!(matches!(r.state, State::Running), "targeted while {:?}", r.state);
                         prop_assert_eq!(r.devices[&d].wave, r.wave);
                         prop_assert!(targeted.insert(d.clone(), r.wave).is_none(), "{} targeted twice", d);
                     }
                     Action::Restore { device, .. } => { restored.insert(device); }
+                    Action::Pin { device, .. } => {
+                        prop_assert!(matches!(r.state, State::Aborted { .. }), "pinned while {:?}", r.state);
+                        prop_assert!(targeted.contains_key(&device), "{} pinned but never targeted", device);
+                    }
                     Action::Changed { .. } => {}
                 }
             }
@@ -231,8 +314,8 @@ proptest! {
                     let d = &ids[i % ids.len()];
                     let rep = match k {
                         0 => ok(),
-                        1 => Report { active: Some("old".into()), sequence: None, failed: Some("boom".into()) },
-                        _ => Report { active: Some("old".into()), sequence: None, failed: None },
+                        1 => report(Some("old"), Some("boom")),
+                        _ => report(Some("old"), None),
                     };
                     r.on_report(d, &rep, now)
                 }

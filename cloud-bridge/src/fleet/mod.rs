@@ -1,24 +1,32 @@
 //! Fleet deployments: the IO around [`machine::Rollout`].
 //!
-//! A deployment targets a fixed set of devices (chosen by ids and/or tags at creation) with
-//! one model version. Its rollout machine is stored as JSON in `deployments.machine`; the
-//! engine loop (every tick, or when a device reports) feeds it device reports and canary
-//! observations read from the database, persists it, and carries out its actions: each
-//! directive is signed with a per-device sequence above anything the device has reported,
-//! recorded in `directives`, then published retained. Every state change is audited and
-//! published as an event.
+//! A deployment targets one model name on a fixed set of devices (chosen by ids and/or
+//! tags at creation) with one version — or, for a rollback deployment, each device's own
+//! earlier version. Deployments of *different* models to the same device run at once; two
+//! unfinished deployments of the same model may not share a device.
+//!
+//! The rollout machine is stored as JSON in `deployments.machine`; the engine loop (every
+//! tick, or when a device reports) feeds it per-model device reports and canary
+//! observations read from the database, persists it, and carries out its actions by
+//! changing the devices' desired sets ([`desired`]) and issuing each changed device a new
+//! signed directive listing its whole set — recorded, then published retained. Every state
+//! change is audited and published as an event.
 
+pub mod desired;
 pub mod machine;
 mod observe;
+mod ops;
+mod strategy;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use outpost_protocol::directive::{BundleTarget, DIRECTIVE_FORMAT, Directive};
+use outpost_protocol::directive::ModelTarget;
 use outpost_protocol::manifest::ModelRef;
-use outpost_protocol::serve::ServedBundle;
 use outpost_protocol::wire::EventKind;
-use outpost_protocol::{Digest, SigningKey, topics};
+use outpost_protocol::{SigningKey, topics};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -27,13 +35,13 @@ use crate::audit::Audit;
 use crate::bundles::BundleStore;
 use crate::db::{Db, now, now_ms};
 use crate::events::{EventBus, MqttOut, NewEvent};
+use desired::Outgoing;
 use machine::{Action, Command, DeviceStatus, Rollout, State, Strategy};
 
+pub use desired::DIRECTIVE_TTL_SECS;
 pub use observe::tvd;
-
-/// Directives expire after this long (a device offline for longer gets a fresh one when
-/// the bridge re-publishes).
-pub const DIRECTIVE_TTL_SECS: u64 = 7 * 86_400;
+pub use ops::{RemoveModel, Removed, RollbackRequest, in_use};
+pub use strategy::{GateSpec, StrategySpec};
 
 /// Fleet errors.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +55,8 @@ pub enum FleetError {
     /// Input over a cap or not of its form (model, devices, tags, reason).
     #[error(transparent)]
     Input(#[from] crate::input::InputError),
-    /// Devices already in another deployment.
-    #[error("devices already in active deployments: {0}")]
+    /// Devices already in another unfinished deployment of the same model.
+    #[error("devices already in unfinished deployments of this model: {0}")]
     Conflict(String),
     /// The command does not apply.
     #[error("{0}")]
@@ -87,6 +95,8 @@ pub struct CreateDeployment {
     pub actor: String,
     /// Why.
     pub reason: String,
+    /// Roll out without the canary behaviour gates (audited with the reason).
+    pub skip_gates: bool,
 }
 
 /// A deployment as shown to operators.
@@ -118,6 +128,22 @@ pub struct DeploymentRecord {
     pub observation: Option<machine::Observation>,
     /// Strategy.
     pub strategy: Strategy,
+    /// The deployment this one rolls back, if it is a rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
+    /// Whether the canary gates were skipped.
+    pub gates_skipped: bool,
+}
+
+/// A device with the bridge's intent for it: what it reports, and the model set the
+/// bridge wants it to run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceView {
+    /// The device and its reported state (every model with its phase and versions).
+    #[serde(flatten)]
+    pub device: crate::devices::DeviceRecord,
+    /// The desired set, by model name.
+    pub desired: Vec<ModelTarget>,
 }
 
 /// Search filters.
@@ -143,16 +169,26 @@ pub struct FleetHandle {
     bundles: Arc<dyn BundleStore>,
     out: MqttOut,
     wake: Arc<Notify>,
+    /// Next time (unix seconds) the engine looks for directives due for a refresh.
+    refresh_at: Arc<AtomicU64>,
 }
 
-/// (device, sequence, signed directive).
-type Outgoing = (String, u64, Vec<u8>);
-
-struct Bundle {
-    model: ModelRef,
-    head: u32,
-    size: u64,
+/// A deployment about to be inserted.
+struct NewDeployment {
+    model: String,
+    version: u32,
+    digest: String,
+    /// (device, previous digest, its own target)
+    devices: Vec<(String, Option<String>, String)>,
+    strategy: Strategy,
+    actor: String,
+    reason: String,
+    rollback_of: Option<String>,
+    gates_skipped: bool,
+    selector: Selector,
 }
+
+const ACTIVE: &str = "('running', 'paused', 'rolling_back')";
 
 impl FleetHandle {
     /// A handle over the bridge's parts.
@@ -173,81 +209,12 @@ impl FleetHandle {
             bundles,
             out,
             wake,
+            refresh_at: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn bundle_info(&self, c: &Connection, digest: &str) -> Result<Bundle, FleetError> {
-        let (name, version): (String, u32) = c
-            .query_row(
-                "SELECT name, version FROM models WHERE digest = ?1 ORDER BY version DESC LIMIT 1",
-                [digest],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .ok_or_else(|| FleetError::NotFound(format!("bundle {digest}")))?;
-        let d: Digest = digest
-            .parse()
-            .map_err(|_| FleetError::Invalid(format!("bad digest {digest}")))?;
-        let served = ServedBundle::new(self.bundles.get(d)?)
-            .map_err(|e| FleetError::Invalid(e.to_string()))?;
-        Ok(Bundle {
-            model: ModelRef { name, version },
-            head: served.head_len() as u32,
-            size: served.bytes().len() as u64,
-        })
-    }
-
-    /// Signs and records a directive; returns what to publish after the commit.
-    fn directive(
-        &self,
-        c: &Connection,
-        deployment: &str,
-        device: &str,
-        digest: &str,
-    ) -> Result<Outgoing, FleetError> {
-        let b = self.bundle_info(c, digest)?;
-        // Above both what we issued and what the device says it accepted (a restored
-        // bridge database must not issue sequences the device would call replays).
-        let issued: i64 = c.query_row(
-            "SELECT directive_seq FROM devices WHERE id = ?1",
-            [device],
-            |r| r.get(0),
-        )?;
-        let reported = crate::devices::show(c, device)
-            .ok()
-            .and_then(|d| d.state)
-            .and_then(|s| s.directive_sequence)
-            .unwrap_or(0);
-        let seq = (issued as u64).max(reported) + 1;
-        c.execute(
-            "UPDATE devices SET directive_seq = ?2 WHERE id = ?1",
-            params![device, seq as i64],
-        )?;
-        let t = now();
-        let bytes = Directive {
-            format: DIRECTIVE_FORMAT,
-            deployment_id: deployment.into(),
-            device_id: device.into(),
-            sequence: seq,
-            issued_at: t,
-            expires_at: t + DIRECTIVE_TTL_SECS,
-            bundle: BundleTarget {
-                digest: digest
-                    .parse()
-                    .map_err(|_| FleetError::Invalid(format!("bad digest {digest}")))?,
-                model: b.model,
-                head_size: b.head,
-                size: b.size,
-            },
-        }
-        .sign(&self.key);
-        c.execute(
-            "INSERT INTO directives (device, sequence, deployment, digest, issued_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![device, seq as i64, deployment, digest, t as i64, bytes],
-        )?;
-        Ok((device.to_owned(), seq, bytes))
-    }
-
+    /// Carries out a deployment's actions: desired-set changes and one new directive per
+    /// changed device, audit and events for state changes.
     fn apply(
         &self,
         c: &Connection,
@@ -256,60 +223,113 @@ impl FleetHandle {
         actor: &str,
         publish: &mut Vec<Outgoing>,
     ) -> Result<(), FleetError> {
-        let (target, model, version): (String, String, u32) = c.query_row(
-            "SELECT digest, model, version FROM deployments WHERE id = ?1",
+        let (model, version): (String, u32) = c.query_row(
+            "SELECT model, version FROM deployments WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        // Entries by digest: reading a stored bundle once per deployment pass, not once
+        // per device.
+        let mut entries: BTreeMap<String, ModelTarget> = BTreeMap::new();
+        let mut target = |c: &Connection, digest: &str| -> Result<ModelTarget, FleetError> {
+            if let Some(t) = entries.get(digest) {
+                return Ok(t.clone());
+            }
+            let t = desired::entry(c, self.bundles.as_ref(), &model, digest, id)?;
+            entries.insert(digest.to_owned(), t.clone());
+            Ok(t)
+        };
         for a in actions {
-            match a {
-                Action::Target(d) => publish.push(self.directive(c, id, &d, &target)?),
-                Action::Restore { device, digest } => {
-                    publish.push(self.directive(c, id, &device, &digest)?)
+            let device = match a {
+                Action::Target { device, digest }
+                | Action::Restore {
+                    device,
+                    digest: Some(digest),
+                } => {
+                    desired::set(c, &device, &target(c, &digest)?)?;
+                    device
+                }
+                Action::Restore {
+                    device,
+                    digest: None,
+                } => {
+                    desired::remove(c, &device, &model)?;
+                    device
+                }
+                Action::Pin { device, fallback } => {
+                    // What it runs now, by its latest report; else what it ran before.
+                    let runs = desired::reported(c, &device)?
+                        .and_then(|s| s.model(&model).and_then(|m| m.active.clone()))
+                        .map(|a| a.bundle.to_hex());
+                    match runs.or(fallback) {
+                        Some(d) => match target(c, &d) {
+                            Ok(t) => desired::set(c, &device, &t)?,
+                            // Not a registered bundle of this model: nothing to pin to.
+                            Err(FleetError::NotFound(_)) => desired::remove(c, &device, &model)?,
+                            Err(e) => return Err(e),
+                        },
+                        None => desired::remove(c, &device, &model)?,
+                    }
+                    device
                 }
                 Action::Changed { state } => {
-                    let reason = match &state {
-                        State::Paused { reason }
-                        | State::Aborted { reason }
-                        | State::RollingBack { reason }
-                        | State::RolledBack { reason } => reason.clone(),
-                        _ => String::new(),
-                    };
-                    self.audit.append(
-                        c,
-                        actor,
-                        &format!("deployment.{}", state.name()),
-                        id,
-                        &reason,
-                        &serde_json::json!({"model": model, "version": version}),
-                    )?;
-                    let kind = if matches!(state, State::RollingBack { .. }) {
-                        EventKind::RolledBack
-                    } else {
-                        EventKind::DeploymentChanged
-                    };
-                    let msg = format!(
-                        "deployment {id} of {model} v{version} is {}{}",
-                        state.name(),
-                        if reason.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {reason}")
-                        }
-                    );
-                    self.events.emit_with(
-                        c,
-                        NewEvent::new(kind, msg)
-                            .deployment(id)
-                            .model(ModelRef {
-                                name: model.clone(),
-                                version,
-                            })
-                            .details(serde_json::json!({"state": state})),
-                    );
+                    self.changed(c, id, &model, version, &state, actor)?;
+                    continue;
                 }
-            }
+            };
+            publish.push(desired::issue(c, &self.key, &device, id)?);
         }
+        Ok(())
+    }
+
+    fn changed(
+        &self,
+        c: &Connection,
+        id: &str,
+        model: &str,
+        version: u32,
+        state: &State,
+        actor: &str,
+    ) -> Result<(), FleetError> {
+        let reason = match state {
+            State::Paused { reason }
+            | State::Aborted { reason }
+            | State::RollingBack { reason }
+            | State::RolledBack { reason } => reason.clone(),
+            _ => String::new(),
+        };
+        self.audit.append(
+            c,
+            actor,
+            &format!("deployment.{}", state.name()),
+            id,
+            &reason,
+            &serde_json::json!({"model": model, "version": version}),
+        )?;
+        let kind = if matches!(state, State::RollingBack { .. }) {
+            EventKind::RolledBack
+        } else {
+            EventKind::DeploymentChanged
+        };
+        let msg = format!(
+            "deployment {id} of {model} v{version} is {}{}",
+            state.name(),
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        );
+        self.events.emit_with(
+            c,
+            NewEvent::new(kind, msg)
+                .deployment(id)
+                .model(ModelRef {
+                    name: model.into(),
+                    version,
+                })
+                .details(serde_json::json!({"state": state})),
+        );
         Ok(())
     }
 
@@ -334,7 +354,12 @@ impl FleetHandle {
     fn publish_pending(&self) -> Result<(), FleetError> {
         let pending: Vec<Outgoing> = {
             let c = self.db.lock();
-            let mut q = c.prepare("SELECT device, sequence, body FROM directives WHERE published = 0 ORDER BY sequence")?;
+            // Only each device's latest: an older unpublished one is superseded.
+            let mut q = c.prepare(
+                "SELECT d.device, d.sequence, d.body FROM directives d WHERE d.published = 0
+                 AND d.sequence = (SELECT MAX(sequence) FROM directives x WHERE x.device = d.device)
+                 ORDER BY d.sequence",
+            )?;
             let rows = q.query_map([], |r| {
                 Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
             })?;
@@ -344,10 +369,42 @@ impl FleetHandle {
         Ok(())
     }
 
+    /// Re-issues every device's set with a fresh sequence before its directive expires
+    /// (and at start), so a device coming back after a long time is never told to refuse
+    /// what the bridge intends.
+    fn refresh_directives(&self) -> Result<(), FleetError> {
+        let t = now();
+        if t < self.refresh_at.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.refresh_at.store(t + 30, Ordering::Relaxed);
+        let mut c = self.db.lock();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut publish = Vec::new();
+        for device in desired::due_for_refresh(&tx, t)? {
+            publish.push(desired::issue(&tx, &self.key, &device, "refresh")?);
+        }
+        tx.commit()?;
+        drop(c);
+        if !publish.is_empty() {
+            tracing::info!(
+                devices = publish.len(),
+                "directives refreshed before expiry"
+            );
+        }
+        self.publish(publish);
+        Ok(())
+    }
+
     /// Creates and starts a deployment.
     pub fn create(&self, req: CreateDeployment) -> Result<DeploymentRecord, FleetError> {
         check_create(&req)?;
         req.strategy.validate().map_err(FleetError::Invalid)?;
+        if req.skip_gates && req.reason.trim().is_empty() {
+            return Err(FleetError::Invalid(
+                "skipping the gates needs a reason (--reason)".into(),
+            ));
+        }
         let mut c = self.db.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rec = crate::registry::show(&tx, &req.model, req.version).map_err(|e| match e {
@@ -372,26 +429,72 @@ impl FleetHandle {
                 crate::devices::DeviceError::Db(e) => FleetError::Db(e),
                 _ => FleetError::NotFound(format!("device {d}")),
             })?;
-            devices.push((
-                d.clone(),
-                dev.state.and_then(|s| s.active).map(|a| a.bundle.to_hex()),
-            ));
+            let previous = dev
+                .state
+                .as_ref()
+                .and_then(|s| s.model(&rec.name))
+                .and_then(|m| m.active.as_ref())
+                .map(|a| a.bundle.to_hex());
+            devices.push((d.clone(), previous, rec.digest.clone()));
         }
         if devices.is_empty() {
             return Err(FleetError::Invalid("no device matches the selector".into()));
         }
+        let mut strategy = req.strategy.clone();
+        if req.skip_gates {
+            strategy.gates = machine::Gates {
+                max_error_rate: None,
+                max_p99_us: None,
+                max_output_shift: None,
+                min_samples: 0,
+                observe_ms: 0,
+            };
+        }
+        let new = NewDeployment {
+            model: rec.name.clone(),
+            version: rec.version,
+            digest: rec.digest.clone(),
+            devices,
+            strategy,
+            actor: req.actor.clone(),
+            reason: req.reason.clone(),
+            rollback_of: None,
+            gates_skipped: req.skip_gates,
+            selector: req.selector.clone(),
+        };
+        let (id, publish) = self.insert(&tx, new)?;
+        tx.commit()?;
+        drop(c);
+        self.publish(publish);
+        self.wake.notify_one();
+        self.show(&id)
+    }
+
+    /// Inserts and starts a deployment (in the caller's transaction).
+    fn insert(
+        &self,
+        tx: &Connection,
+        new: NewDeployment,
+    ) -> Result<(String, Vec<Outgoing>), FleetError> {
+        let ids: Vec<&String> = new.devices.iter().map(|d| &d.0).collect();
         let busy: Vec<String> = {
-            let mut q = tx.prepare(
-                "SELECT dd.device || ' (' || d.id || ')' FROM deployment_devices dd JOIN deployments d ON d.id = dd.deployment
-                 WHERE d.state IN ('running', 'paused', 'rolling_back')",
-            )?;
-            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            let mut q = tx.prepare(&format!(
+                "SELECT dd.device, d.id FROM deployment_devices dd JOIN deployments d ON d.id = dd.deployment
+                 WHERE d.state IN {ACTIVE} AND d.model = ?1"
+            ))?;
+            let rows = q.query_map([&new.model], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             rows.filter_map(Result::ok)
-                .filter(|s| ids.iter().any(|i| s.starts_with(&format!("{i} "))))
+                .filter(|(dev, _)| ids.contains(&dev))
+                .map(|(dev, dep)| format!("{dev} ({dep})"))
                 .collect()
         };
         if !busy.is_empty() {
-            return Err(FleetError::Conflict(busy.join(", ")));
+            return Err(FleetError::Conflict(format!(
+                "{} — pause, abort or finish those first",
+                busy.join(", ")
+            )));
         }
         let n: i64 = tx.query_row(
             "SELECT COALESCE(MAX(CAST(SUBSTR(id, 5) AS INTEGER)), 0) FROM deployments",
@@ -399,29 +502,30 @@ impl FleetHandle {
             |r| r.get(0),
         )?;
         let id = format!("dep-{}", n + 1);
-        let mut r = Rollout::new(rec.digest.clone(), req.strategy.clone(), devices.clone());
+        let mut r = Rollout::with_targets(
+            new.digest.clone(),
+            new.strategy.clone(),
+            new.devices.clone(),
+        );
         let acts = r.start(now_ms());
-        let previous: Vec<(String, String)> = devices
-            .iter()
-            .filter_map(|(d, p)| p.clone().map(|p| (d.clone(), p)))
-            .collect();
         tx.execute(
-            "INSERT INTO deployments (id, model, version, digest, created_at, created_by, reason, selector, strategy, state, machine, previous, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "INSERT INTO deployments (id, model, version, digest, created_at, created_by, reason, selector, strategy, state, machine, previous, updated_at, rollback_of, gates_skipped)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?13, ?14)",
             params![
                 id,
-                rec.name,
-                rec.version,
-                rec.digest,
+                new.model,
+                new.version,
+                new.digest,
                 now_ms() as i64,
-                req.actor,
-                req.reason,
-                serde_json::to_string(&req.selector).unwrap_or_default(),
-                serde_json::to_string(&req.strategy).unwrap_or_default(),
+                new.actor,
+                new.reason,
+                serde_json::to_string(&new.selector).unwrap_or_default(),
+                serde_json::to_string(&new.strategy).unwrap_or_default(),
                 r.state.name(),
                 serde_json::to_string(&r).unwrap_or_default(),
-                serde_json::to_string(&previous).unwrap_or_default(),
-                now_ms() as i64
+                now_ms() as i64,
+                new.rollback_of,
+                new.gates_skipped
             ],
         )?;
         for (d, e) in &r.devices {
@@ -431,40 +535,48 @@ impl FleetHandle {
             )?;
         }
         self.audit.append(
-            &tx,
-            &req.actor,
+            tx,
+            &new.actor,
             "deployment.create",
             &id,
-            &req.reason,
-            &serde_json::json!({"model": rec.name, "version": rec.version, "devices": ids, "strategy": req.strategy}),
+            &new.reason,
+            &serde_json::json!({
+                "model": new.model, "version": new.version, "devices": ids,
+                "strategy": new.strategy, "rollback_of": new.rollback_of,
+                "gates_skipped": new.gates_skipped,
+            }),
         )?;
+        let what = match &new.rollback_of {
+            Some(of) => format!("rollback of {of}"),
+            None => format!("v{}", new.version),
+        };
         self.events.emit_with(
-            &tx,
+            tx,
             NewEvent::new(
                 EventKind::DeploymentCreated,
                 format!(
-                    "deployment {id}: {} v{} to {} devices",
-                    rec.name,
-                    rec.version,
-                    ids.len()
+                    "deployment {id}: {} {what} to {} devices{}",
+                    new.model,
+                    ids.len(),
+                    if new.gates_skipped {
+                        " (gates skipped)"
+                    } else {
+                        ""
+                    }
                 ),
             )
             .deployment(&id)
             .model(ModelRef {
-                name: rec.name.clone(),
-                version: rec.version,
+                name: new.model.clone(),
+                version: new.version,
             }),
         );
         let mut publish = Vec::new();
-        self.apply(&tx, &id, acts, &req.actor, &mut publish)?;
-        tx.commit()?;
-        drop(c);
-        self.publish(publish);
-        self.wake.notify_one();
-        self.show(&id)
+        self.apply(tx, &id, acts, &new.actor, &mut publish)?;
+        Ok((id, publish))
     }
 
-    /// Pause / resume / abort / rollback.
+    /// Pause / resume / abort / rollback of an unfinished deployment.
     pub fn command(
         &self,
         id: &str,
@@ -479,7 +591,7 @@ impl FleetHandle {
         let mut r = load(&tx, id)?;
         let acts = r
             .command(cmd.clone(), now_ms())
-            .map_err(FleetError::Refused)?;
+            .map_err(|e| FleetError::Refused(format!("deployment {id}: {e}")))?;
         save(&tx, id, &r)?;
         let mut publish = Vec::new();
         self.apply(&tx, id, acts, actor, &mut publish)?;
@@ -520,18 +632,20 @@ impl FleetHandle {
         self.publish(rows);
     }
 
-    /// One engine pass over every active deployment.
+    /// One engine pass: publish what is pending, refresh directives due, then feed every
+    /// unfinished deployment its devices' reports, canary observations and the time.
     pub fn step(&self) -> Result<(), FleetError> {
         self.publish_pending()?;
-        let ids: Vec<String> = {
+        self.refresh_directives()?;
+        let ids: Vec<(String, String)> = {
             let c = self.db.lock();
-            let mut q = c.prepare(
-                "SELECT id FROM deployments WHERE state IN ('running', 'paused', 'rolling_back')",
-            )?;
-            let rows = q.query_map([], |r| r.get(0))?;
+            let mut q = c.prepare(&format!(
+                "SELECT id, model FROM deployments WHERE state IN {ACTIVE}"
+            ))?;
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for id in ids {
+        for (id, model) in ids {
             let mut c = self.db.lock();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut r = load(&tx, &id)?;
@@ -540,7 +654,8 @@ impl FleetHandle {
             let mut acts = Vec::new();
             let devices: Vec<String> = r.devices.keys().cloned().collect();
             for d in &devices {
-                if let Some(rep) = observe::report(&tx, d)? {
+                let expect = r.target_of(d).to_owned();
+                if let Some(rep) = observe::report(&tx, d, &model, &expect)? {
                     acts.extend(r.on_report(d, &rep, now));
                 }
             }
@@ -561,7 +676,15 @@ impl FleetHandle {
                         .iter()
                         .filter_map(|d| r.devices[d].previous.clone().map(|p| (d.clone(), p)))
                         .collect();
-                    let o = observe::canary(&tx, &canary, &r.target, &previous, since as u64, now)?;
+                    let o = observe::canary(
+                        &tx,
+                        &model,
+                        &canary,
+                        &r.target,
+                        &previous,
+                        since as u64,
+                        now,
+                    )?;
                     acts.extend(r.on_observation(o, now));
                 }
             }
@@ -634,14 +757,37 @@ fn save(c: &Connection, id: &str, r: &Rollout) -> Result<(), FleetError> {
     Ok(())
 }
 
-fn record(c: &Connection, id: &str) -> Result<DeploymentRecord, FleetError> {
-    let (model, version, digest, created_at, created_by, reason): (String, u32, String, i64, String, String) = c.query_row(
-        "SELECT model, version, digest, created_at, created_by, reason FROM deployments WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-    )
-    .optional()?
-    .ok_or_else(|| FleetError::NotFound(format!("deployment {id}")))?;
+/// One deployment.
+pub fn show(c: &Connection, id: &str) -> Result<DeploymentRecord, FleetError> {
+    type Row = (
+        String,
+        u32,
+        String,
+        i64,
+        String,
+        String,
+        Option<String>,
+        bool,
+    );
+    let (model, version, digest, created_at, created_by, reason, rollback_of, gates_skipped): Row =
+        c.query_row(
+            "SELECT model, version, digest, created_at, created_by, reason, rollback_of, gates_skipped FROM deployments WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| FleetError::NotFound(format!("deployment {id}")))?;
     let r = load(c, id)?;
     Ok(DeploymentRecord {
         id: id.into(),
@@ -661,12 +807,9 @@ fn record(c: &Connection, id: &str) -> Result<DeploymentRecord, FleetError> {
             .collect(),
         observation: r.observation.clone(),
         strategy: r.strategy.clone(),
+        rollback_of,
+        gates_skipped,
     })
-}
-
-/// One deployment.
-pub fn show(c: &Connection, id: &str) -> Result<DeploymentRecord, FleetError> {
-    record(c, id)
 }
 
 /// Deployments matching `f`, newest first.
@@ -679,131 +822,5 @@ pub fn list(c: &Connection, f: &DeploymentFilter) -> Result<Vec<DeploymentRecord
     let ids: Vec<String> = q
         .query_map(params![f.model, f.version, f.state, f.device], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    ids.iter().map(|i| record(c, i)).collect()
-}
-
-/// A compact strategy description (API bodies, CLI flags) → [`Strategy`].
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StrategySpec {
-    /// Cumulative fractions per wave (first wave: at least one device).
-    #[serde(default = "default_waves")]
-    pub waves: Vec<f64>,
-    /// Share of a wave that must succeed.
-    #[serde(default = "default_success")]
-    pub success_threshold: f64,
-    /// Share of a wave that may fail.
-    #[serde(default = "default_error")]
-    pub error_threshold: f64,
-    /// Per-wave timeout, seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
-    /// What a trip does.
-    #[serde(default = "default_on_trip")]
-    pub on_trip: machine::OnTrip,
-    /// Canary gates.
-    #[serde(default)]
-    pub gates: GateSpec,
-}
-
-/// Canary gates, compact.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateSpec {
-    /// Largest error rate (null: no gate).
-    #[serde(default = "default_max_error_rate")]
-    pub max_error_rate: Option<f64>,
-    /// Largest p99 latency, µs (null: no gate).
-    #[serde(default)]
-    pub max_p99_us: Option<u64>,
-    /// Largest output shift (total-variation distance; null: no gate).
-    #[serde(default = "default_max_shift")]
-    pub max_output_shift: Option<f64>,
-    /// Predictions needed.
-    #[serde(default = "default_min_samples")]
-    pub min_samples: u64,
-    /// Observation period, seconds.
-    #[serde(default = "default_observe")]
-    pub observe_secs: u64,
-}
-
-fn default_waves() -> Vec<f64> {
-    vec![0.0, 0.1, 0.5, 1.0]
-}
-fn default_success() -> f64 {
-    0.9
-}
-fn default_error() -> f64 {
-    0.1
-}
-fn default_timeout() -> u64 {
-    120
-}
-fn default_on_trip() -> machine::OnTrip {
-    machine::OnTrip::Rollback
-}
-fn default_max_error_rate() -> Option<f64> {
-    Some(0.01)
-}
-fn default_max_shift() -> Option<f64> {
-    Some(0.3)
-}
-fn default_min_samples() -> u64 {
-    20
-}
-fn default_observe() -> u64 {
-    10
-}
-
-impl Default for GateSpec {
-    fn default() -> Self {
-        Self {
-            max_error_rate: default_max_error_rate(),
-            max_p99_us: None,
-            max_output_shift: default_max_shift(),
-            min_samples: default_min_samples(),
-            observe_secs: default_observe(),
-        }
-    }
-}
-
-impl Default for StrategySpec {
-    fn default() -> Self {
-        Self {
-            waves: default_waves(),
-            success_threshold: default_success(),
-            error_threshold: default_error(),
-            timeout_secs: default_timeout(),
-            on_trip: default_on_trip(),
-            gates: GateSpec::default(),
-        }
-    }
-}
-
-impl StrategySpec {
-    /// The full strategy.
-    pub fn build(&self) -> Result<Strategy, FleetError> {
-        let s = Strategy {
-            waves: self
-                .waves
-                .iter()
-                .map(|f| machine::Wave {
-                    fraction: *f,
-                    success_threshold: self.success_threshold,
-                    error_threshold: self.error_threshold,
-                    timeout_ms: self.timeout_secs * 1000,
-                })
-                .collect(),
-            gates: machine::Gates {
-                max_error_rate: self.gates.max_error_rate,
-                max_p99_us: self.gates.max_p99_us,
-                max_output_shift: self.gates.max_output_shift,
-                min_samples: self.gates.min_samples,
-                observe_ms: self.gates.observe_secs * 1000,
-            },
-            on_trip: self.on_trip,
-        };
-        s.validate().map_err(FleetError::Invalid)?;
-        Ok(s)
-    }
+    ids.iter().map(|i| show(c, i)).collect()
 }

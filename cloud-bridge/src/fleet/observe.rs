@@ -2,21 +2,24 @@
 
 use std::collections::BTreeMap;
 
-use outpost_protocol::wire::{ReportedState, UpdatePhase};
-use rusqlite::{Connection, OptionalExtension, params};
+use outpost_protocol::wire::UpdatePhase;
+use rusqlite::{Connection, params};
+
 use serde_json::Value;
 
 use super::machine::{Observation, Report};
 
-/// The device's report about the latest directive the bridge sent it.
-pub fn report(c: &Connection, device: &str) -> rusqlite::Result<Option<Report>> {
-    let state: Option<String> = c
-        .query_row("SELECT state FROM devices WHERE id = ?1", [device], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .flatten();
-    let Some(s) = state.and_then(|s| serde_json::from_str::<ReportedState>(&s).ok()) else {
+/// The device's report about model `model`, for a deployment that wants it to run
+/// `expect`: whether it has accepted the bridge's latest directive, what it runs, whether
+/// its update of the model is finished, and a failure (an update of `expect` that failed
+/// or was rolled back, or the latest directive refused by the device) with the reason.
+pub fn report(
+    c: &Connection,
+    device: &str,
+    model: &str,
+    expect: &str,
+) -> rusqlite::Result<Option<Report>> {
+    let Some(s) = super::desired::reported(c, device)? else {
         return Ok(None);
     };
     let latest: Option<i64> = c.query_row(
@@ -24,34 +27,46 @@ pub fn report(c: &Connection, device: &str) -> rusqlite::Result<Option<Report>> 
         [device],
         |r| r.get(0),
     )?;
-    // Only a report about our latest directive says anything about this deployment.
-    if latest.map(|l| l as u64) != s.update.sequence {
+    let latest = latest.map(|l| l as u64);
+    if let Some(rej) = &s.directive_rejected
+        && rej.sequence.is_some()
+        && rej.sequence == latest
+    {
         return Ok(Some(Report {
+            current: true,
             active: None,
-            sequence: s.update.sequence,
-            failed: None,
+            settled: true,
+            failed: Some(format!("the device refused the directive: {}", rej.reason)),
         }));
     }
-    let active = s.active.as_ref().map(|a| a.bundle.to_hex());
-    Ok(Some(match s.update.phase {
-        UpdatePhase::Succeeded => Report {
-            active,
-            sequence: s.update.sequence,
-            failed: None,
-        },
-        UpdatePhase::Failed | UpdatePhase::RolledBack => Report {
-            active,
-            sequence: s.update.sequence,
-            failed: Some(
-                s.last_error
-                    .unwrap_or_else(|| format!("{:?}", s.update.phase)),
-            ),
-        },
-        _ => Report {
-            active: None,
-            sequence: s.update.sequence,
-            failed: None,
-        },
+    let current = latest.is_some() && s.directive_sequence >= latest;
+    let m = s.model(model);
+    let active = m.and_then(|m| m.active.as_ref()).map(|a| a.bundle.to_hex());
+    let settled = m.is_none_or(|m| {
+        matches!(
+            m.phase,
+            UpdatePhase::Idle
+                | UpdatePhase::Succeeded
+                | UpdatePhase::Failed
+                | UpdatePhase::RolledBack
+        )
+    });
+    let failed = m.and_then(|m| {
+        let about = m
+            .target
+            .as_ref()
+            .is_some_and(|t| t.bundle.to_hex() == expect);
+        (about && matches!(m.phase, UpdatePhase::Failed | UpdatePhase::RolledBack)).then(|| {
+            m.last_error
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", m.phase))
+        })
+    });
+    Ok(Some(Report {
+        current,
+        active,
+        settled,
+        failed,
     }))
 }
 
@@ -147,10 +162,48 @@ pub fn tvd(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> Option<f64> 
     )
 }
 
+/// Whether bundle `digest` of `model` is known bad: a deployment of it was rolled back
+/// (by a trip or an operator) or paused by a tripped gate.
+fn known_bad(c: &Connection, model: &str, digest: &str) -> rusqlite::Result<bool> {
+    let n: i64 = c.query_row(
+        "SELECT COUNT(*) FROM deployments WHERE model = ?1 AND digest = ?2
+         AND (state IN ('rolled_back', 'rolling_back')
+              OR (state = 'paused' AND json_extract(machine, '$.state.reason') LIKE '%gate%'))",
+        params![model, digest],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// The version a canary is compared against on a device that ran `previous`: that
+/// version, unless it is known bad — then the last *good* one (the newest bundle of the
+/// model whose deployment succeeded and that is not known bad).
+pub fn baseline(c: &Connection, model: &str, previous: &str) -> rusqlite::Result<Option<String>> {
+    if !known_bad(c, model, previous)? {
+        return Ok(Some(previous.to_owned()));
+    }
+    let mut q = c.prepare(
+        "SELECT digest FROM deployments WHERE model = ?1 AND state = 'succeeded' AND digest != ?2
+         ORDER BY created_at DESC",
+    )?;
+    let rows: Vec<String> = q
+        .query_map(params![model, previous], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for d in rows {
+        if !known_bad(c, model, &d)? {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
+}
+
 /// Canary behaviour since `since_ms`: the new model's error rate, p99 and label mix
-/// against the previous model's label mix on the same devices (from before `since_ms`).
+/// against the label mix of the baseline version ([`baseline`]: the previous model, or
+/// the last good one if the previous is known bad) — on the same devices from before
+/// `since_ms`, or fleet-wide if those devices never ran the baseline.
 pub fn canary(
     c: &Connection,
+    model: &str,
     devices: &[String],
     target: &str,
     previous: &[(String, String)],
@@ -160,7 +213,18 @@ pub fn canary(
     let new = aggregate(c, devices, target, since_ms, now_ms + 1)?;
     let mut old_labels: BTreeMap<String, u64> = BTreeMap::new();
     for (dev, prev) in previous {
-        let a = aggregate(c, std::slice::from_ref(dev), prev, 0, since_ms)?;
+        let Some(base) = baseline(c, model, prev)? else {
+            continue;
+        };
+        let mut a = aggregate(c, std::slice::from_ref(dev), &base, 0, since_ms)?;
+        if a.labels.is_empty() && &base != prev {
+            let all: Vec<String> = {
+                let mut q = c.prepare("SELECT id FROM devices")?;
+                let rows = q.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            a = aggregate(c, &all, &base, 0, since_ms)?;
+        }
         for (k, n) in a.labels {
             *old_labels.entry(k).or_default() += n;
         }
