@@ -79,6 +79,8 @@ async fn send(s: &mut Sender, body: &Body) {
     let req = req
         .body(Full::new(Bytes::from(body.bytes.clone())))
         .unwrap();
+    // An HTTP/1.1 connection takes the next request only once it has finished the last.
+    s.ready().await.unwrap();
     let resp = s.send_request(req).await.unwrap();
     let status = resp.status();
     let b = resp.into_body().collect().await.unwrap().to_bytes();

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use outpost_protocol::contract::Interpretation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 /// A capture policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,17 +37,7 @@ impl Default for CapturePolicy {
     }
 }
 
-/// Why a sample was captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CaptureReason {
-    /// The answer is flagged (anomaly label, out of range, anomalous score).
-    Anomaly,
-    /// The model was unsure.
-    LowConfidence,
-    /// Random sample.
-    Sampled,
-}
+pub use outpost_protocol::records::CaptureReason;
 
 /// Applies policies; seeded so simulated fleets are reproducible.
 pub struct Capturer {

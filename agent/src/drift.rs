@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use outpost_protocol::baseline::{BaselineProfile, FeatureProfile, bin_of, ks_sorted, psi_counts};
-use serde::Serialize;
 
 /// Sketch resolution (bins per feature).
 pub const SKETCH_BINS: usize = 256;
@@ -67,44 +66,7 @@ impl Default for DriftConfig {
     }
 }
 
-/// One feature's drift in one class window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FeatureDrift {
-    /// Class (predicted label).
-    pub class: String,
-    /// Feature.
-    pub feature: String,
-    /// PSI.
-    pub psi: f64,
-    /// KS statistic (in sketch mode, the estimate).
-    pub ks: f64,
-    /// Largest error of `ks` (0 in exact mode; the sketch bound otherwise).
-    pub ks_error: f64,
-}
-
-/// The latest evaluation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DriftSummary {
-    /// Whether drift is raised.
-    pub drifting: bool,
-    /// Samples seen since the model became active.
-    pub samples: u64,
-    /// Largest PSI over features and classes.
-    pub psi_max: f64,
-    /// Largest KS.
-    pub ks_max: f64,
-    /// Output mix distance from the training mix.
-    pub output_shift: Option<f64>,
-    /// The worst features (up to 5), worst first.
-    pub top: Vec<FeatureDrift>,
-    /// What crossed a threshold.
-    pub reasons: Vec<String>,
-    /// When the current state began (unix ms).
-    pub since_ms: u64,
-    /// Timestamp of the oldest sample in the evaluated windows (unix ms): the drifting
-    /// window starts here.
-    pub window_start_ms: u64,
-}
+pub use outpost_protocol::records::{DriftSummary, FeatureDrift};
 
 /// A change of state.
 #[derive(Debug, Clone, PartialEq)]

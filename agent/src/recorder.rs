@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use outpost_inference::Scored;
 use outpost_protocol::contract::Interpretation;
+use outpost_protocol::records::{
+    self, AgentEventKind, CaptureRecord, DriftEventDetails, EventRecord,
+};
 use outpost_protocol::tensor::Tensor;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::capture::Capturer;
@@ -30,23 +32,15 @@ use crate::sync::{SharedStore, lock};
 /// An agent event for the `events` stream.
 #[derive(Debug, Clone)]
 pub struct AgentEvent {
-    /// Kind (`store_reset`, `update_failed`, `rolled_back`, `drift_detected`, …).
-    pub kind: String,
+    /// Kind.
+    pub kind: AgentEventKind,
     /// Human-readable message.
     pub message: String,
     /// Details.
     pub details: Value,
 }
 
-/// Where an answer was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// The sensor pipeline.
-    Pipeline,
-    /// The local inference API.
-    Api,
-}
+pub use outpost_protocol::records::Source;
 
 /// A model's answer to one request: what the recorder captures and watches for drift.
 #[derive(Debug)]
@@ -133,20 +127,19 @@ fn capture_body(s: &Served, i: usize, reason: crate::capture::CaptureReason) -> 
         let v = s.features(i)?;
         Some(f.features.iter().map(String::as_str).zip(v).collect())
     });
-    let v = json!({
-        "ts_ms": s.ts_ms,
-        "model": s.model.info.model,
-        "bundle": s.model.info.bundle,
-        "reason": reason,
-        "source": s.source,
-        "inputs": s.row(&s.scored.inputs, i),
-        "outputs": s.row(&s.scored.outputs, i),
-        "interpretation": interp,
-        "features": features,
-        "label": interp.and_then(Interpretation::label).unwrap_or_default(),
-        "confidence": interp.and_then(Interpretation::value),
-    });
-    serde_json::to_vec(&v).ok()
+    Some(records::encode(&CaptureRecord {
+        ts_ms: s.ts_ms,
+        model: s.model.info.model.clone(),
+        bundle: s.model.info.bundle,
+        reason,
+        source: s.source,
+        inputs: s.row(&s.scored.inputs, i),
+        outputs: s.row(&s.scored.outputs, i),
+        interpretation: interp.cloned(),
+        features: features.map(|f| f.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+        label: interp.and_then(Interpretation::label).unwrap_or_default(),
+        confidence: interp.and_then(Interpretation::value),
+    }))
 }
 
 /// Drift monitoring per model (rebuilt whenever a model's active bundle changes).
@@ -228,8 +221,8 @@ impl DriftState {
                     .insert(name.clone(), sum.clone());
             }
             let (kind, sum) = match t {
-                Some(crate::drift::Transition::Detected(x)) => ("drift_detected", x),
-                Some(crate::drift::Transition::Cleared(x)) => ("drift_cleared", x),
+                Some(crate::drift::Transition::Detected(x)) => (AgentEventKind::DriftDetected, x),
+                Some(crate::drift::Transition::Cleared(x)) => (AgentEventKind::DriftCleared, x),
                 None => continue,
             };
             let message = if sum.drifting {
@@ -246,12 +239,17 @@ impl DriftState {
                 )
             };
             tracing::warn!(%message, "drift");
-            let e = AgentEvent {
-                kind: kind.into(),
-                message,
-                details: json!({"model": m.info.model, "bundle": m.info.bundle, "summary": sum}),
+            let details = DriftEventDetails {
+                model: m.info.model.clone(),
+                bundle: m.info.bundle,
+                summary: sum,
             };
-            pending.push(("events", s.ts_ms, event_body(&e)));
+            let e = AgentEvent {
+                kind,
+                message,
+                details: serde_json::to_value(details).unwrap_or_default(),
+            };
+            pending.push((records::EVENTS, s.ts_ms, event_body(&e)));
         }
     }
 }
@@ -304,7 +302,7 @@ pub async fn run(
                 None => served_open = false,
             },
             e = events.recv(), if events_open => match e {
-                Some(e) => pending.push(("events", crate::clock::unix_ms(), event_body(&e))),
+                Some(e) => pending.push((records::EVENTS, crate::clock::unix_ms(), event_body(&e))),
                 None => events_open = false,
             },
             _ = shutdown.changed() => stopping = true,
@@ -322,7 +320,7 @@ pub async fn run(
             on(&s, &mut capturer, &mut pending);
         }
         while let Ok(e) = events.try_recv() {
-            pending.push(("events", crate::clock::unix_ms(), event_body(&e)));
+            pending.push((records::EVENTS, crate::clock::unix_ms(), event_body(&e)));
         }
         if !pending.is_empty() {
             let recs: Vec<NewRecord<'_>> = pending
@@ -353,13 +351,12 @@ pub async fn run(
 }
 
 fn event_body(e: &AgentEvent) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ts_ms": crate::clock::unix_ms(),
-        "kind": e.kind,
-        "message": e.message,
-        "details": e.details,
-    }))
-    .unwrap_or_default()
+    records::encode(&EventRecord {
+        ts_ms: crate::clock::unix_ms(),
+        kind: e.kind.clone(),
+        message: e.message.clone(),
+        details: e.details.clone(),
+    })
 }
 
 fn on_served(
@@ -388,7 +385,7 @@ fn on_served(
             .decide(&m.name, interp, min_confidence, s.ts_ms)
             .and_then(|reason| capture_body(s, i, reason))
         {
-            pending.push(("captures", s.ts_ms, body));
+            pending.push((records::CAPTURES, s.ts_ms, body));
             stats.captures.fetch_add(1, Relaxed);
         }
         stats

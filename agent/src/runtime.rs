@@ -144,7 +144,7 @@ pub async fn start(
         Ok((s, reset)) => {
             if let Some(r) = reset {
                 let _ = events_tx.try_send(AgentEvent {
-                    kind: "store_reset".into(),
+                    kind: outpost_protocol::records::AgentEventKind::StoreReset,
                     message: format!(
                         "store database was unusable ({}); a fresh one was started",
                         r.reason

@@ -1,6 +1,7 @@
 //! Periodic telemetry into the store's `telemetry` stream.
 //!
-//! Every interval the agent appends three records (JSON bodies, `kind` says which):
+//! Every interval the agent appends three records (`outpost_protocol::records::Telemetry`,
+//! `kind` says which):
 //! - `inference`: one per active model, the deltas since the last report of requests,
 //!   samples, errors, rejected inputs and the latency histogram, p50/p99, and the label
 //!   mix of its answers (what the bridge's behaviour gates and output-drift checks
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use outpost_protocol::Digest;
-use serde_json::{Value, json};
+use outpost_protocol::records::{self, AgentReport, InferenceReport, SystemReport, Telemetry};
 use sysinfo::{Components, Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::{Notify, watch};
 
@@ -88,35 +89,35 @@ impl Collector {
             };
             let d = snap.since(&base);
             let mix = labels.remove(&format!("{}@{}", m.info.model.name, m.info.model.version));
-            out.push(json!({
-                "kind": "inference",
-                "ts_ms": now,
-                "window_s": window_s,
-                "model": m.info.model,
-                "bundle": m.info.bundle,
-                "requests": d.requests,
-                "samples": d.samples,
-                "errors": d.errors,
-                "rejected": d.rejected,
-                "latency_sum_us": d.latency_sum_us,
-                "latency_buckets_us": BUCKETS_US.iter().map(|b| if *b == u64::MAX { Value::Null } else { json!(b) }).collect::<Vec<_>>(),
-                "latency_counts": d.buckets,
-                "p50_us": d.quantile_us(0.5),
-                "p99_us": d.quantile_us(0.99),
-                "labels": mix.unwrap_or_default(),
-                "drift": s.recorder.drift_of(m.name()),
+            out.push(Telemetry::Inference(InferenceReport {
+                ts_ms: now,
+                window_s,
+                model: m.info.model.clone(),
+                bundle: m.info.bundle,
+                requests: d.requests,
+                samples: d.samples,
+                errors: d.errors,
+                rejected: d.rejected,
+                latency_sum_us: d.latency_sum_us,
+                latency_buckets_us: BUCKETS_US
+                    .iter()
+                    .map(|b| (*b != u64::MAX).then_some(*b))
+                    .collect(),
+                latency_counts: d.buckets.to_vec(),
+                p50_us: d.quantile_us(0.5),
+                p99_us: d.quantile_us(0.99),
+                labels: mix.unwrap_or_default().into_iter().collect(),
+                drift: s.recorder.drift_of(m.name()),
             }));
             self.last_model
                 .insert(m.name().to_owned(), (m.info.bundle, snap));
         }
         out.push(self.system(now, s));
         out.push(agent_report(now, s));
-        out.into_iter()
-            .filter_map(|v| serde_json::to_vec(&v).ok())
-            .collect()
+        out.iter().map(records::encode).collect()
     }
 
-    fn system(&mut self, now: u64, s: &Sources) -> Value {
+    fn system(&mut self, now: u64, s: &Sources) -> Telemetry {
         self.sys.refresh_cpu_usage();
         self.sys.refresh_memory();
         let pid = Pid::from_u32(std::process::id());
@@ -140,21 +141,20 @@ impl Collector {
             .filter_map(|c| c.temperature())
             .filter(|t| t.is_finite())
             .reduce(f32::max);
-        json!({
-            "kind": "system",
-            "ts_ms": now,
-            "cpu_pct": self.sys.global_cpu_usage(),
-            "mem_used": self.sys.used_memory(),
-            "mem_total": self.sys.total_memory(),
-            "rss_bytes": rss,
-            "disk_free": disk.map(|d| d.available_space()),
-            "disk_total": disk.map(|d| d.total_space()),
-            "temperature_c": temperature,
+        Telemetry::System(SystemReport {
+            ts_ms: now,
+            cpu_pct: self.sys.global_cpu_usage(),
+            mem_used: self.sys.used_memory(),
+            mem_total: self.sys.total_memory(),
+            rss_bytes: rss,
+            disk_free: disk.map(|d| d.available_space()),
+            disk_total: disk.map(|d| d.total_space()),
+            temperature_c: temperature,
         })
     }
 }
 
-fn agent_report(now: u64, s: &Sources) -> Value {
+fn agent_report(now: u64, s: &Sources) -> Telemetry {
     let (used, budget, streams) = {
         let st = lock(&s.store);
         (st.used_bytes(), st.budget(), st.stats().clone())
@@ -163,25 +163,24 @@ fn agent_report(now: u64, s: &Sources) -> Value {
         streams.iter().map(|(k, v)| (k.clone(), f(v))).collect()
     };
     let p = s.pipeline.as_ref();
-    json!({
-        "kind": "agent",
-        "ts_ms": now,
-        "store_bytes": used,
-        "store_budget": budget,
-        "backlog": per(|v| v.records),
-        "evicted": per(|v| v.evicted),
-        "rejected": per(|v| v.rejected),
-        "connected": s.link.is_connected(),
-        "reconnects": s.link.stats.reconnects.load(Relaxed),
-        "pipeline_windows": p.map(|p| p.windows.load(Relaxed)),
-        "sensor_errors": p.map(|p| p.sensor_errors.load(Relaxed)),
-        "inference_errors": p.map(|p| p.inference_errors.load(Relaxed)),
-        "captures": s.recorder.captures.load(Relaxed),
-        "captures_skipped_by_cap": s.recorder.skipped_by_cap.load(Relaxed),
-        "served_dropped": s.recorder.served_dropped.load(Relaxed),
-        "uplink_batches": s.uplink.batches.load(Relaxed),
-        "uplink_wire_bytes": s.uplink.wire_bytes.load(Relaxed),
-        "uplink_raw_bytes": s.uplink.raw_bytes.load(Relaxed),
+    Telemetry::Agent(AgentReport {
+        ts_ms: now,
+        store_bytes: used,
+        store_budget: budget,
+        backlog: per(|v| v.records),
+        evicted: per(|v| v.evicted),
+        rejected: per(|v| v.rejected),
+        connected: s.link.is_connected(),
+        reconnects: s.link.stats.reconnects.load(Relaxed),
+        pipeline_windows: p.map(|p| p.windows.load(Relaxed)),
+        sensor_errors: p.map(|p| p.sensor_errors.load(Relaxed)),
+        inference_errors: p.map(|p| p.inference_errors.load(Relaxed)),
+        captures: s.recorder.captures.load(Relaxed),
+        captures_skipped_by_cap: s.recorder.skipped_by_cap.load(Relaxed),
+        served_dropped: s.recorder.served_dropped.load(Relaxed),
+        uplink_batches: s.uplink.batches.load(Relaxed),
+        uplink_wire_bytes: s.uplink.wire_bytes.load(Relaxed),
+        uplink_raw_bytes: s.uplink.raw_bytes.load(Relaxed),
     })
 }
 
@@ -206,7 +205,7 @@ pub async fn run(
         let recs: Vec<NewRecord<'_>> = bodies
             .iter()
             .map(|b| NewRecord {
-                stream: "telemetry",
+                stream: records::TELEMETRY,
                 ts_ms: ts,
                 body: b,
             })

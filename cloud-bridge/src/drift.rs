@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use outpost_protocol::manifest::ModelRef;
+use outpost_protocol::records::{self, FeatureDrift, Telemetry};
 use outpost_protocol::wire::EventKind;
 use rusqlite::{Connection, params};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::events::{EventBus, NewEvent};
 use crate::export::CaptureQuery;
@@ -31,7 +31,7 @@ pub struct DeviceDrift {
     /// Largest KS.
     pub ks_max: f64,
     /// Worst features.
-    pub top: Vec<Value>,
+    pub top: Vec<FeatureDrift>,
     /// Where the drifting window starts (unix ms).
     pub window_start_ms: u64,
     /// When reported (unix ms).
@@ -79,29 +79,41 @@ pub fn latest(c: &Connection, now_ms: u64, max_age_ms: u64) -> rusqlite::Result<
         if !seen.insert(device.clone()) {
             continue;
         }
-        let Ok(v) = serde_json::from_str::<Value>(&body) else {
+        let Ok(Telemetry::Inference(r)) = records::decode::<Telemetry>(body.as_bytes()) else {
             continue;
         };
-        let d = &v["drift"];
-        if d.is_null() {
-            continue;
-        }
-        let Ok(m) = serde_json::from_value::<ModelRef>(v["model"].clone()) else {
+        let Some(d) = r.drift else {
             continue;
         };
         out.push(DeviceDrift {
             device,
-            model: m.name,
-            version: m.version,
-            drifting: d["drifting"].as_bool().unwrap_or(false),
-            psi_max: d["psi_max"].as_f64().unwrap_or(0.0),
-            ks_max: d["ks_max"].as_f64().unwrap_or(0.0),
-            top: d["top"].as_array().cloned().unwrap_or_default(),
-            window_start_ms: d["window_start_ms"].as_u64().unwrap_or(ts as u64),
+            model: r.model.name,
+            version: r.model.version,
+            drifting: d.drifting,
+            psi_max: d.psi_max,
+            ks_max: d.ks_max,
+            top: d.top,
+            window_start_ms: d.window_start_ms,
             at_ms: ts as u64,
         });
     }
     Ok(out)
+}
+
+/// Details of a fleet drift alert (a `drift_detected` event whose message starts with
+/// `fleet drift`): the devices drifting now and the hand-off to retraining.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct FleetDriftAlert {
+    /// Devices drifting now, sorted.
+    pub devices: Vec<String>,
+    /// Most frequent drifting features (feature, devices).
+    pub features: Vec<(String, usize)>,
+    /// Largest PSI among them.
+    pub psi_max: f64,
+    /// Largest KS among them.
+    pub ks_max: f64,
+    /// The `export captures` command for the drifting window.
+    pub export: Option<String>,
 }
 
 /// What to aggregate.
@@ -181,11 +193,7 @@ pub fn fleet(
             let drifting: Vec<&DeviceDrift> = rs.iter().copied().filter(|r| r.drifting).collect();
             let mut feats: BTreeMap<String, usize> = BTreeMap::new();
             for r in &drifting {
-                let names: BTreeSet<String> = r
-                    .top
-                    .iter()
-                    .filter_map(|t| t["feature"].as_str().map(str::to_owned))
-                    .collect();
+                let names: BTreeSet<String> = r.top.iter().map(|t| t.feature.clone()).collect();
                 for n in names {
                     *feats.entry(n).or_default() += 1;
                 }
@@ -238,10 +246,29 @@ impl Alerter {
                 c,
                 NewEvent::new(
                     EventKind::DriftDetected,
-                    format!("fleet drift on {} v{}: {} ({} of {} devices)", g.model, g.version, names.join(", "), now.len(), g.devices),
+                    format!(
+                        "fleet drift on {} v{}: {} ({} of {} devices)",
+                        g.model,
+                        g.version,
+                        names.join(", "),
+                        now.len(),
+                        g.devices
+                    ),
                 )
-                .model(ModelRef { name: g.model.clone(), version: g.version })
-                .details(serde_json::json!({"devices": names, "features": g.features, "psi_max": g.psi_max, "ks_max": g.ks_max, "export": g.export})),
+                .model(ModelRef {
+                    name: g.model.clone(),
+                    version: g.version,
+                })
+                .details(
+                    serde_json::to_value(FleetDriftAlert {
+                        devices: now.iter().cloned().collect(),
+                        features: g.features.clone(),
+                        psi_max: g.psi_max,
+                        ks_max: g.ks_max,
+                        export: g.export.clone(),
+                    })
+                    .unwrap_or_default(),
+                ),
             );
         }
         Ok(())

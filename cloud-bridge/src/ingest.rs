@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use outpost_protocol::Limits;
-use outpost_protocol::manifest::ModelRef;
+use outpost_protocol::records::{
+    self, AgentEventKind, CaptureRecord, EventRecord, RecordError, Telemetry,
+};
 use outpost_protocol::topics;
 use outpost_protocol::uplink::UplinkBatch;
 use outpost_protocol::wire::{BatchAck, EventKind};
 use rusqlite::{Connection, Transaction, params};
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::db::{Db, now_ms};
@@ -56,12 +57,8 @@ pub struct IngestStats {
 pub struct DeviceEvent {
     /// Device.
     pub device: String,
-    /// Agent-side kind.
-    pub kind: String,
-    /// Message.
-    pub message: String,
-    /// Body.
-    pub body: Value,
+    /// The event as the agent sent it.
+    pub event: EventRecord,
 }
 
 /// Result of writing a group of batches.
@@ -73,6 +70,15 @@ pub struct Written {
     pub events: Vec<DeviceEvent>,
 }
 
+/// Why a stored record's body did not reach the derived tables.
+#[derive(Debug, thiserror::Error)]
+enum DeriveError {
+    #[error(transparent)]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Body(#[from] RecordError),
+}
+
 fn derive(
     tx: &Transaction<'_>,
     device: &str,
@@ -81,16 +87,10 @@ fn derive(
     ts_ms: u64,
     body: &[u8],
     events: &mut Vec<DeviceEvent>,
-) -> rusqlite::Result<()> {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return Ok(());
-    };
-    let model = v
-        .get("model")
-        .and_then(|m| serde_json::from_value::<ModelRef>(m.clone()).ok());
+) -> Result<(), DeriveError> {
     match stream {
-        "captures" => {
-            let Some(m) = model else { return Ok(()) };
+        records::CAPTURES => {
+            let c: CaptureRecord = records::decode(body)?;
             tx.execute(
                 "INSERT OR IGNORE INTO captures (device, seq, ts_ms, model, version, bundle, reason, label, confidence, input, output)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -98,43 +98,50 @@ fn derive(
                     device,
                     seq as i64,
                     ts_ms as i64,
-                    m.name,
-                    m.version,
-                    v["bundle"].as_str().unwrap_or(""),
-                    v["reason"].as_str().unwrap_or(""),
-                    v["label"].as_str().unwrap_or(""),
-                    v["confidence"].as_f64(),
-                    v["inputs"].to_string(),
-                    v["outputs"].to_string()
+                    c.model.name,
+                    c.model.version,
+                    c.bundle.to_hex(),
+                    c.reason.as_str(),
+                    c.label,
+                    c.confidence,
+                    serde_json::to_string(&c.inputs).unwrap_or_default(),
+                    serde_json::to_string(&c.outputs).unwrap_or_default()
                 ],
             )?;
         }
-        "telemetry" => {
+        records::TELEMETRY => {
+            let t: Telemetry = records::decode(body)?;
+            let model = t.model();
             tx.execute(
                 "INSERT OR IGNORE INTO telemetry (device, seq, ts_ms, kind, model, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     device,
                     seq as i64,
                     ts_ms as i64,
-                    v["kind"].as_str().unwrap_or(""),
-                    model.as_ref().map(|m| m.name.clone()),
-                    model.as_ref().map(|m| m.version),
-                    v.to_string()
+                    t.kind(),
+                    model.map(|m| m.name.clone()),
+                    model.map(|m| m.version),
+                    // As sent: a newer agent's extra fields stay readable.
+                    String::from_utf8_lossy(body)
                 ],
             )?;
         }
-        "events" => {
-            let kind = v["kind"].as_str().unwrap_or("").to_owned();
-            let message = v["message"].as_str().unwrap_or("").to_owned();
+        records::EVENTS => {
+            let e: EventRecord = records::decode(body)?;
             tx.execute(
                 "INSERT OR IGNORE INTO device_events (device, seq, ts_ms, kind, message, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![device, seq as i64, ts_ms as i64, kind, message, v.to_string()],
+                params![
+                    device,
+                    seq as i64,
+                    ts_ms as i64,
+                    e.kind.as_str(),
+                    e.message,
+                    String::from_utf8_lossy(body)
+                ],
             )?;
             events.push(DeviceEvent {
                 device: device.into(),
-                kind,
-                message,
-                body: v,
+                event: e,
             });
         }
         _ => {}
@@ -217,11 +224,11 @@ pub fn write(
     Ok(out)
 }
 
-fn event_kind(agent_kind: &str) -> Option<EventKind> {
+fn event_kind(agent_kind: &AgentEventKind) -> Option<EventKind> {
     match agent_kind {
-        "rolled_back" => Some(EventKind::RolledBack),
-        "update_failed" => Some(EventKind::UpdateFailed),
-        "drift_detected" => Some(EventKind::DriftDetected),
+        AgentEventKind::RolledBack => Some(EventKind::RolledBack),
+        AgentEventKind::UpdateFailed => Some(EventKind::UpdateFailed),
+        AgentEventKind::DriftDetected => Some(EventKind::DriftDetected),
         _ => None,
     }
 }
@@ -279,16 +286,12 @@ pub async fn run(
                     let _ = mqtt.send((topics::ack(&device), ack.encode(), false));
                 }
                 for e in w.events {
-                    if let Some(kind) = event_kind(&e.kind) {
-                        let mut ne = NewEvent::new(kind, format!("{}: {}", e.device, e.message))
-                            .device(&e.device)
-                            .details(e.body.clone());
-                        if let Some(m) = e
-                            .body
-                            .get("details")
-                            .and_then(|d| d.get("model"))
-                            .and_then(|m| serde_json::from_value(m.clone()).ok())
-                        {
+                    if let Some(kind) = event_kind(&e.event.kind) {
+                        let mut ne =
+                            NewEvent::new(kind, format!("{}: {}", e.device, e.event.message))
+                                .device(&e.device)
+                                .details(serde_json::to_value(&e.event).unwrap_or_default());
+                        if let Some(m) = e.event.model() {
                             ne = ne.model(m);
                         }
                         events.emit(ne);

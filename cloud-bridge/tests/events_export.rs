@@ -166,13 +166,38 @@ fn captures_export_to_parquet_and_jsonl() {
     let data = d.path().join("data");
     let db = outpost_bridge::db::Db::open(&data).unwrap();
     let capture = |i: u64, version: u32| {
-        serde_json::to_vec(&serde_json::json!({
-            "ts_ms": 1_795_000_000_000u64 + i * 1000, "model": {"name": "vib", "version": version}, "bundle": "ab", "reason": "anomaly",
-            "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": vec![i as f32; 16]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.1, 0.2, 0.7]}],
-            "label": "bearing_fault", "confidence": 0.7
-        }))
-        .unwrap()
+        use outpost_protocol::records::{self, CaptureReason, CaptureRecord, Source};
+        use outpost_protocol::tensor::{Tensor, TensorData};
+        records::encode(&CaptureRecord {
+            ts_ms: 1_795_000_000_000u64 + i * 1000,
+            model: outpost_protocol::manifest::ModelRef {
+                name: "vib".into(),
+                version,
+            },
+            bundle: outpost_protocol::Digest::of(b"ab"),
+            reason: CaptureReason::Anomaly,
+            source: Source::Pipeline,
+            inputs: vec![
+                Tensor::new(
+                    "features",
+                    vec![1, 16],
+                    TensorData::Fp32(vec![i as f32; 16]),
+                )
+                .unwrap(),
+            ],
+            outputs: vec![
+                Tensor::new(
+                    "probabilities",
+                    vec![1, 3],
+                    TensorData::Fp32(vec![0.1, 0.2, 0.7]),
+                )
+                .unwrap(),
+            ],
+            interpretation: None,
+            features: None,
+            label: "bearing_fault".into(),
+            confidence: Some(0.7),
+        })
     };
     let batch = UplinkBatch {
         stream: "captures".into(),

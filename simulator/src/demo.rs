@@ -685,12 +685,9 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
             .iter()
             .rev()
             .find(|e| e.message.starts_with("fleet drift"))?;
-        let devices = last.details["devices"]
-            .as_array()?
-            .iter()
-            .filter_map(|d| d.as_str().map(str::to_owned))
-            .collect();
-        Some((devices, last.details["export"].as_str().map(str::to_owned)))
+        let a: outpost_bridge::drift::FleetDriftAlert =
+            serde_json::from_value(last.details.clone()).ok()?;
+        Some((a.devices, a.export))
     };
     wait_for(90, || alert(&bridge).is_some_and(|(d, _)| d == drifted)).await;
     let (drift_alert, drift_export) = alert(&bridge).unwrap_or_default();

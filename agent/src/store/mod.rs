@@ -121,6 +121,7 @@ mod summary;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use outpost_protocol::records;
 use outpost_protocol::uplink::Record;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
@@ -191,10 +192,14 @@ impl Default for StoreConfig {
 
 /// The built-in streams: captures are evicted first, then telemetry; events last.
 pub fn default_streams() -> BTreeMap<String, u8> {
-    [("captures", 0u8), ("telemetry", 1), ("events", 2)]
-        .into_iter()
-        .map(|(s, p)| (s.to_owned(), p))
-        .collect()
+    [
+        (records::CAPTURES, 0u8),
+        (records::TELEMETRY, 1),
+        (records::EVENTS, 2),
+    ]
+    .into_iter()
+    .map(|(s, p)| (s.to_owned(), p))
+    .collect()
 }
 
 /// Store errors.

@@ -24,6 +24,7 @@
 
 use outpost_protocol::Digest;
 use outpost_protocol::directive::ModelTarget;
+use outpost_protocol::records::AgentEventKind;
 use outpost_protocol::wire::{InstalledModel, UpdatePhase};
 use serde::{Deserialize, Serialize};
 
@@ -145,8 +146,8 @@ pub enum Action {
     Persist,
     /// Record an agent event.
     Event {
-        /// Kind (`update_failed`, `rolled_back`, `model_removed`).
-        kind: &'static str,
+        /// Kind (`UpdateFailed`, `RolledBack`, `ModelRemoved`).
+        kind: AgentEventKind,
         /// Message.
         message: String,
     },
@@ -243,7 +244,7 @@ impl Lifecycle {
         self.phase = Phase::Idle;
         self.outcome = UpdatePhase::Failed;
         out.push(Action::Event {
-            kind: "update_failed",
+            kind: AgentEventKind::UpdateFailed,
             message: format!("{}: {reason}", self.name),
         });
         self.last_error = Some(reason);
@@ -272,7 +273,7 @@ impl Lifecycle {
             out.push(Action::Unload);
             out.push(Action::FreeSlots);
             out.push(Action::Event {
-                kind: "model_removed",
+                kind: AgentEventKind::ModelRemoved,
                 message: format!("{} removed from the desired set", self.name),
             });
             out.push(Action::Persist);
@@ -482,7 +483,7 @@ impl Lifecycle {
 
     fn roll_back(&mut self, reason: String) -> Vec<Action> {
         let mut out = vec![Action::Event {
-            kind: "rolled_back",
+            kind: AgentEventKind::RolledBack,
             message: format!("{}: {reason}", self.name),
         }];
         let back = self.active.map(Slot::other);

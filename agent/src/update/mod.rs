@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use outpost_protocol::bundle::{VerifiedBundle, VerifiedManifest, Verifier};
 use outpost_protocol::directive::{DirectiveContext, ModelTarget};
+use outpost_protocol::records::AgentEventKind;
 use outpost_protocol::wire::{ChunkFrame, DirectiveRejection, ReportedState};
 use outpost_protocol::{Limits, TrustStore, topics};
 use serde::Serialize;
@@ -278,7 +279,7 @@ impl Updater {
         self.report();
     }
 
-    fn event(&self, kind: &str, message: &str, model: &str) {
+    fn event(&self, kind: AgentEventKind, message: &str, model: &str) {
         let Some(tx) = &self.p.events else {
             return;
         };
@@ -289,7 +290,7 @@ impl Updater {
             sequence: target.map(|t| t.sequence),
         };
         let _ = tx.try_send(crate::recorder::AgentEvent {
-            kind: kind.into(),
+            kind,
             message: message.into(),
             details: serde_json::to_value(details).unwrap_or_default(),
         });
@@ -334,7 +335,7 @@ impl Updater {
             tracing::warn!(device = %self.p.device_id, kind = %r.kind, reason = %r.reason, "directive rejected");
             if let Some(tx) = &self.p.events {
                 let _ = tx.try_send(crate::recorder::AgentEvent {
-                    kind: "directive_rejected".into(),
+                    kind: AgentEventKind::DirectiveRejected,
                     message: r.reason.clone(),
                     details: serde_json::to_value(&r).unwrap_or_default(),
                 });
@@ -426,7 +427,7 @@ impl Updater {
                 }
                 Action::Persist => self.dirty = true,
                 Action::Event { kind, message } => {
-                    tracing::warn!(device = %self.p.device_id, model = %name, kind, %message, "update event");
+                    tracing::warn!(device = %self.p.device_id, model = %name, kind = kind.as_str(), %message, "update event");
                     self.event(kind, &message, name);
                 }
             }

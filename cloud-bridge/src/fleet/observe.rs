@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use outpost_protocol::wire::UpdatePhase;
 use rusqlite::{Connection, params};
 
-use serde_json::Value;
+use outpost_protocol::records::{self, Telemetry};
 
 use super::machine::{Observation, Report};
 
@@ -96,31 +96,24 @@ fn aggregate(
             r.get::<_, String>(0)
         })?;
         for body in rows.flatten() {
-            let Ok(v) = serde_json::from_str::<Value>(&body) else {
+            let Ok(Telemetry::Inference(r)) = records::decode::<Telemetry>(body.as_bytes()) else {
                 continue;
             };
-            if v["bundle"].as_str() != Some(bundle) {
+            if r.bundle.to_hex() != bundle {
                 continue;
             }
-            agg.requests += v["requests"].as_u64().unwrap_or(0);
-            agg.samples += v["samples"].as_u64().unwrap_or(0);
-            agg.errors += v["errors"].as_u64().unwrap_or(0);
-            if let Some(counts) = v["latency_counts"].as_array() {
-                if agg.buckets.len() < counts.len() {
-                    agg.buckets.resize(counts.len(), 0);
-                    agg.bounds = v["latency_buckets_us"]
-                        .as_array()
-                        .map(|b| b.iter().map(Value::as_u64).collect())
-                        .unwrap_or_default();
-                }
-                for (i, n) in counts.iter().enumerate() {
-                    agg.buckets[i] += n.as_u64().unwrap_or(0);
-                }
+            agg.requests += r.requests;
+            agg.samples += r.samples;
+            agg.errors += r.errors;
+            if agg.buckets.len() < r.latency_counts.len() {
+                agg.buckets.resize(r.latency_counts.len(), 0);
+                agg.bounds = r.latency_buckets_us.clone();
             }
-            if let Some(l) = v["labels"].as_object() {
-                for (k, n) in l {
-                    *agg.labels.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
-                }
+            for (i, n) in r.latency_counts.iter().enumerate() {
+                agg.buckets[i] += n;
+            }
+            for (k, n) in r.labels {
+                *agg.labels.entry(k).or_default() += n;
             }
         }
     }
