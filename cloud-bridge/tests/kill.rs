@@ -189,7 +189,11 @@ async fn twenty_kills_while_two_models_update_leave_valid_versions_and_converge(
         if kill % 5 == 0 {
             round += 1;
             // ridge v2, vib v2, ridge v1, vib v1.
-            let model = if round.is_multiple_of(2) { "vib" } else { "ridge" };
+            let model = if round.is_multiple_of(2) {
+                "vib"
+            } else {
+                "ridge"
+            };
             let v = if round % 4 < 2 { 2 } else { 1 };
             let open: Vec<String> = b
                 .fleet
