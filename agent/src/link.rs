@@ -19,7 +19,8 @@ use outpost_protocol::wire::{Presence, ReportedState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rumqttc::{
-    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -67,6 +68,8 @@ pub struct LinkStats {
     pub connect_failures: AtomicU64,
     /// Inbound messages dropped as malformed or for unknown topics.
     pub dropped_inbound: AtomicU64,
+    /// Connection attempts that failed in TLS (a certificate the other side refused).
+    pub tls_failures: AtomicU64,
 }
 
 /// What the updater needs from the link: a seam so the update loop is driven in tests by
@@ -314,6 +317,9 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ever_connected = false;
+    // The last TLS failure logged, so a broker that keeps refusing us is one ERROR line
+    // per distinct reason, not one per retry.
+    let mut last_tls_error: Option<String> = None;
     let id = identity.as_deref();
     let publish_state = |s: &Option<ReportedState>| {
         if let Some(s) = s {
@@ -335,6 +341,7 @@ async fn run(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
+                    last_tls_error = None;
                     if ever_connected {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
@@ -362,7 +369,7 @@ async fn run(
                         tracing::warn!(device = %device_id, error = %e, "link down");
                     } else {
                         stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(device = %device_id, error = %e, "connect failed");
+                        connect_failed(&device_id, &e, &mut last_tls_error, &stats);
                     }
                     session = id.map_or(0, DeviceIdentity::next);
                     eventloop.mqtt_options.set_last_will(last_will(&device_id, id, session));
@@ -406,6 +413,58 @@ async fn run(
         .await;
     }
     let _ = connected.send(false);
+}
+
+/// Whether a connection error is TLS refusing a certificate (ours or the broker's), as
+/// opposed to the broker being unreachable. rumqttc reports a failed handshake as `Tls`;
+/// an alert the broker sends after the handshake (TLS 1.3 checks client certificates
+/// then) surfaces while reading the ConnAck, as a rustls error inside an I/O error some
+/// levels down the error chain.
+fn is_tls_failure(e: &ConnectionError) -> bool {
+    if matches!(e, ConnectionError::Tls(_)) {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        // io::Error's `source` skips the error it wraps, so look inside it explicitly.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if err.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Logs a failed connection attempt. An unreachable broker is routine on a gateway
+/// (debug); a TLS refusal never heals by retrying, so it is an ERROR naming the reason
+/// (unknown issuer, expired, wrong name, certificate required), once per distinct reason.
+fn connect_failed(
+    device_id: &str,
+    e: &ConnectionError,
+    last_tls_error: &mut Option<String>,
+    stats: &LinkStats,
+) {
+    if !is_tls_failure(e) {
+        tracing::debug!(device = %device_id, error = %e, "connect failed");
+        return;
+    }
+    stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+    let reason = e.to_string();
+    if last_tls_error.as_deref() == Some(reason.as_str()) {
+        tracing::debug!(device = %device_id, error = %reason, "TLS connect failed again");
+        return;
+    }
+    tracing::error!(
+        device = %device_id,
+        error = %reason,
+        "TLS connection to the broker refused; check broker.ca_file (the broker's CA) and \
+         broker.client_cert/client_key (a certificate the broker trusts); retrying"
+    );
+    *last_tls_error = Some(reason);
 }
 
 async fn route(device_id: &str, p: rumqttc::Publish, routes: &Routes, stats: &LinkStats) {

@@ -23,6 +23,7 @@ pub mod directive;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
+pub mod oip;
 pub mod records;
 pub mod serve;
 pub mod tensor;

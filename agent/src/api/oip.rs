@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use outpost_inference::{InferenceError, Scored};
-use outpost_protocol::tensor::{DataType, Tensor, TensorData, element_count};
+use outpost_protocol::oip::{InferRequest, parse_infer_request};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ use crate::models::ActiveModel;
 use crate::recorder::{Served, Source};
 
 /// The binary tensor data extension's header.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
+pub use outpost_protocol::oip::HEADER_LENGTH;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -240,41 +240,6 @@ async fn model_ready_version(
     Ok(Json(ModelReady { name, ready: true }))
 }
 
-/// A request input.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(default)]
-    parameters: BTreeMap<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
-}
-
-/// A requested output.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestOutput {
-    name: String,
-    #[serde(default)]
-    parameters: BTreeMap<String, Value>,
-}
-
-/// The inference request (JSON part).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    parameters: BTreeMap<String, Value>,
-    inputs: Vec<RequestInput>,
-    #[serde(default)]
-    outputs: Option<Vec<RequestOutput>>,
-}
-
 /// A response output.
 #[derive(Serialize)]
 struct ResponseOutput {
@@ -297,139 +262,11 @@ struct InferResponse {
     outputs: Vec<ResponseOutput>,
 }
 
-fn flag(p: &BTreeMap<String, Value>, key: &str) -> Result<bool, ApiError> {
-    match p.get(key) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(ApiError::bad(format!(
-            "parameter {key:?} must be a boolean, got {v}"
-        ))),
-    }
-}
-
-fn known(p: &BTreeMap<String, Value>, allowed: &[&str], what: &str) -> Result<(), ApiError> {
-    match p.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad(format!(
-            "{what} parameter {k:?} is not supported (supported: {})",
-            allowed.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// A parsed request: tensors, the outputs wanted (None: all) and which go back binary.
-struct Parsed {
-    id: Option<String>,
-    inputs: Vec<Tensor>,
-    outputs: Option<Vec<String>>,
-    binary_all: bool,
-    binary: Vec<String>,
-}
-
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
-    let header_len = match headers.get(HEADER_LENGTH) {
-        None => body.len(),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n <= body.len())
-            .ok_or_else(|| {
-                ApiError::bad(format!(
-                    "Inference-Header-Content-Length must be a byte count within the body ({} bytes)",
-                    body.len()
-                ))
-            })?,
-    };
-    let (json, mut binary) = body.split_at(header_len);
-    let req: InferRequest = serde_json::from_slice(json)
-        .map_err(|e| ApiError::bad(format!("invalid inference request: {e}")))?;
-    known(&req.parameters, &["binary_data_output"], "request")?;
-    let binary_all = flag(&req.parameters, "binary_data_output")?;
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for i in req.inputs {
-        known(&i.parameters, &["binary_data_size"], "input")?;
-        let dt = DataType::parse(&i.datatype).ok_or_else(|| {
-            ApiError::bad(format!(
-                "input {:?}: unknown datatype {:?} (BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES)",
-                i.name, i.datatype
-            ))
-        })?;
-        let shape: Vec<usize> = i
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d))
-            .collect::<Result<_, _>>()
-            .map_err(|_| {
-                ApiError::bad(format!(
-                    "input {:?}: shape {:?} has a negative dimension",
-                    i.name, i.shape
-                ))
-            })?;
-        let n =
-            element_count(&shape).map_err(|e| ApiError::bad(format!("input {:?}: {e}", i.name)))?;
-        let data = match (i.parameters.get("binary_data_size"), i.data) {
-            (Some(size), None) => {
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad(format!(
-                            "input {:?}: binary_data_size must be a byte count",
-                            i.name
-                        ))
-                    })?;
-                let (mine, rest) = binary.split_at_checked(size).ok_or_else(|| {
-                    ApiError::bad(format!(
-                        "input {:?}: binary_data_size {size} but only {} binary bytes remain",
-                        i.name,
-                        binary.len()
-                    ))
-                })?;
-                binary = rest;
-                TensorData::from_le_bytes(dt, mine, n)
-            }
-            (None, Some(data)) => TensorData::from_json(dt, &data, n),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad(format!(
-                    "input {:?} has both data and binary_data_size",
-                    i.name
-                )));
-            }
-            (None, None) => return Err(ApiError::bad(format!("input {:?} has no data", i.name))),
-        }
-        .map_err(|e| ApiError::bad(format!("input {:?}: {e}", i.name)))?;
-        inputs.push(
-            Tensor::new(i.name.clone(), shape, data)
-                .map_err(|e| ApiError::bad(format!("input {:?}: {e}", i.name)))?,
-        );
-    }
-    if !binary.is_empty() {
-        return Err(ApiError::bad(format!(
-            "{} binary bytes are not claimed by any input's binary_data_size",
-            binary.len()
-        )));
-    }
-    let mut wanted = None;
-    let mut bin = Vec::new();
-    if let Some(outs) = req.outputs {
-        let mut names = Vec::new();
-        for o in outs {
-            known(&o.parameters, &["binary_data"], "output")?;
-            if flag(&o.parameters, "binary_data")? {
-                bin.push(o.name.clone());
-            }
-            names.push(o.name);
-        }
-        wanted = Some(names);
-    }
-    Ok(Parsed {
-        id: req.id,
-        inputs,
-        outputs: wanted,
-        binary_all,
-        binary: bin,
-    })
+/// The request body parsed by the protocol crate (the one parser, fuzzed there); a refusal
+/// is the client's fault, 400.
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<InferRequest, ApiError> {
+    let header_len = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
+    parse_infer_request(header_len, body).map_err(|e| ApiError::bad(e.0))
 }
 
 /// Maps an inference error to its HTTP status: the caller's faults are 400s.
