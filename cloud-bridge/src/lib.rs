@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod input;
 pub mod inspect;
 pub mod keys;
+pub mod metrics;
 pub mod mqtt;
 pub mod packaging;
 pub mod profile;

@@ -63,6 +63,8 @@ pub struct ApiState {
     pub gate: Option<std::sync::Arc<crate::broker::GateStats>>,
     /// The API listener's connection counters (None outside `serve`).
     pub http: Option<Arc<ConnStats>>,
+    /// `GET /metrics` (None outside `serve`).
+    pub metrics: Option<Arc<crate::metrics::BridgeMetrics>>,
 }
 
 /// Largest request body (no route uploads files).
@@ -171,6 +173,12 @@ pub const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         method: "get",
+        path: "/metrics",
+        role: Some(Role::Viewer),
+        summary: "Prometheus metrics (text format 0.0.4; OpenMetrics by Accept)",
+    },
+    RouteDoc {
+        method: "get",
         path: "/v1/models",
         role: Some(Role::Viewer),
         summary: "List/search models (?name=, ?tag=k=v, ?lineage=k=v)",
@@ -265,6 +273,7 @@ pub fn router(st: ApiState) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/v1/stats", get(h::stats))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/v1/models", get(h::list_models))
         .route(
             "/v1/models/{name}/{version}",
