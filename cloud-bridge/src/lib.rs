@@ -27,3 +27,4 @@ pub mod profile;
 pub mod registry;
 pub mod server;
 pub mod serving;
+pub mod ui;

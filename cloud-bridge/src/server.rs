@@ -366,6 +366,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
                     http: http_conns.clone(),
                 },
             ))),
+            live: Some(crate::ui::LiveHub::new(db.clone(), shutdown_rx.clone())),
         };
         tasks.push(tokio::spawn(api::serve(
             l,

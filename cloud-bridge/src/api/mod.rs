@@ -65,6 +65,8 @@ pub struct ApiState {
     pub http: Option<Arc<ConnStats>>,
     /// `GET /metrics` (None outside `serve`).
     pub metrics: Option<Arc<crate::metrics::BridgeMetrics>>,
+    /// The dashboard's live-update feed (None outside `serve`).
+    pub live: Option<crate::ui::LiveHub>,
 }
 
 /// Largest request body (no route uploads files).
@@ -299,6 +301,7 @@ pub fn router(st: ApiState) -> Router {
             axum::routing::post(h::deployment_action),
         )
         .route("/v1/drift", get(h::drift))
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st)
