@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS desired_models (
     head_size INTEGER NOT NULL, size INTEGER NOT NULL, memory_bytes INTEGER,
     deployment TEXT NOT NULL, set_at INTEGER NOT NULL, PRIMARY KEY (device, model));
 CREATE INDEX IF NOT EXISTS desired_models_digest ON desired_models (model, digest);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 /// Database errors.
@@ -199,6 +200,30 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
             return Err(e);
         }
     }
+    Ok(())
+}
+
+/// The broker packet limit `serve` last ran with (bytes), which registration checks chunk
+/// sizes against; 131 072 (AWS IoT Core's limit) until a bridge has run.
+pub fn max_packet_bytes(c: &Connection) -> rusqlite::Result<usize> {
+    use rusqlite::OptionalExtension;
+    let v: Option<String> = c
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'max_packet_bytes'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(131_072))
+}
+
+/// Records the broker packet limit (see [`max_packet_bytes`]).
+pub fn set_max_packet_bytes(c: &Connection, v: usize) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO settings (key, value) VALUES ('max_packet_bytes', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = ?1",
+        [v.to_string()],
+    )?;
     Ok(())
 }
 

@@ -215,6 +215,10 @@ struct PackArgs {
     /// Payload chunk size in bytes (default 65536, at most 131072).
     #[arg(long)]
     chunk_size: Option<u32>,
+    /// Memory the model needs on a device, bytes (as measured on the target; default: the
+    /// peak measured here). Devices refuse a model set over their memory budget.
+    #[arg(long)]
+    memory_bytes: Option<u64>,
     /// Who is packing (default: $USER).
     #[arg(long)]
     created_by: Option<String>,
@@ -313,6 +317,10 @@ struct RegisterArgs {
     /// Chunk size.
     #[arg(long)]
     chunk_size: Option<u32>,
+    /// Memory the model needs on a device, bytes (as measured on the target; default: the
+    /// peak measured here). Devices refuse a model set over their memory budget.
+    #[arg(long)]
+    memory_bytes: Option<u64>,
     /// Source commit.
     #[arg(long)]
     source_commit: Option<String>,
@@ -939,6 +947,7 @@ fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
         name: a.name,
         version: a.version,
         chunk_size: a.chunk_size,
+        memory_bytes: a.memory_bytes,
         created_by: a
             .created_by
             .or_else(|| std::env::var("USER").ok())
@@ -999,6 +1008,7 @@ fn model(data_dir: PathBuf, who: String, cmd: ModelCmd) -> Result<ExitCode, CliE
                 created_by: who,
                 baseline_csv: a.baseline,
                 chunk_size: a.chunk_size,
+                memory_bytes: a.memory_bytes,
                 source_commit: a.source_commit,
                 dataset_id: a.dataset_id,
                 dataset_sha256: a.dataset_sha256,

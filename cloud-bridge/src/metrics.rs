@@ -4,7 +4,7 @@
 //! Behind the same bearer auth as the API (role `viewer`): device and deployment counts
 //! are fleet information. Give Prometheus a viewer token (`outpost-bridge token add prom
 //! --role viewer`) as `authorization: {type: Bearer, credentials: …}` in its scrape
-//! config (`docs/dashboard.md`).
+//! config (see the README's Dashboard section).
 //!
 //! Every series is read at scrape time from what the bridge already keeps — the ingest,
 //! serving, gate, device-auth, MQTT and listener counters, and two grouped counts from
@@ -28,6 +28,7 @@
 //! | `outpost_bridge_broker_connected` | gauge | | 1 while the bridge's MQTT client is connected |
 //! | `outpost_bridge_broker_published_total` | counter | | messages handed to the MQTT client |
 //! | `outpost_bridge_broker_publish_failures_total` | counter | | publishes the MQTT client refused (lost) |
+//! | `outpost_bridge_broker_oversize_dropped_total` | counter | | messages over the broker's packet limit, dropped unpublished |
 //! | `outpost_bridge_broker_connection_errors_total` | counter | | broker connection errors (each followed by a reconnect) |
 //! | `outpost_bridge_device_auth_accepted_total` | counter | | device messages whose seal verified |
 //! | `outpost_bridge_device_auth_rejections_total` | counter | reason | device messages refused (malformed, unknown_key, bad_signature, replayed) |
@@ -313,6 +314,12 @@ impl Collector for BridgeCollector {
             "broker_publish_failures",
             "Publishes the MQTT client refused (the message is lost).",
             &one(s.mqtt.publish_failures.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "broker_oversize_dropped",
+            "Messages over the broker's packet limit, dropped before publishing.",
+            &one(s.mqtt.oversize_dropped.load(Relaxed)),
         )?;
         counter(
             &mut enc,

@@ -41,6 +41,8 @@ pub struct Router {
     pub auth: Arc<crate::device_auth::DeviceAuth>,
     /// Publish and connection counters (for `/metrics`).
     pub stats: Arc<MqttStats>,
+    /// The broker's packet limit, bytes.
+    pub max_packet_bytes: usize,
 }
 
 /// The bridge's MQTT client counters.
@@ -50,8 +52,42 @@ pub struct MqttStats {
     pub published: AtomicU64,
     /// Publishes the client refused (its event loop is gone: the message is lost).
     pub publish_failures: AtomicU64,
+    /// Messages dropped before publishing because they exceed the broker's packet limit
+    /// (publishing one would make the broker drop the bridge's connection).
+    pub oversize_dropped: AtomicU64,
     /// Broker connection errors (each is followed by a reconnect attempt).
     pub connection_errors: AtomicU64,
+}
+
+/// Messages refused for size or failed to publish: counted, and logged once per kind of
+/// topic (the topic with the device id elided) so a misconfiguration cannot flood the log.
+#[derive(Default)]
+struct Oversize {
+    logged: std::collections::HashSet<String>,
+    count: u64,
+}
+
+impl Oversize {
+    fn kind(topic: &str) -> String {
+        match topics::parse(topic) {
+            Some((_, k)) => k.tail(),
+            None => topic.to_owned(),
+        }
+    }
+
+    fn note(&mut self, topic: &str, len: usize, max: usize) {
+        self.count += 1;
+        if self.logged.len() < 64 && self.logged.insert(format!("size {}", Self::kind(topic))) {
+            tracing::error!(%topic, bytes = len, max_packet = max, total = self.count, "message over the broker's packet limit not published (further ones on this kind of topic are counted, not logged)");
+        }
+    }
+
+    fn failed(&mut self, topic: &str, error: &str) {
+        self.count += 1;
+        if self.logged.len() < 64 && self.logged.insert(format!("fail {}", Self::kind(topic))) {
+            tracing::error!(%topic, %error, "publish failed (further failures on this kind of topic are counted, not logged)");
+        }
+    }
 }
 
 /// Broker location and credentials.
@@ -63,6 +99,9 @@ pub struct Connection {
     pub port: u16,
     /// Username/password.
     pub credentials: Option<(String, String)>,
+    /// Largest packet the broker accepts, bytes: nothing larger is ever published (it
+    /// would make the broker drop the connection, cutting off every device).
+    pub max_packet_bytes: usize,
 }
 
 /// Starts the connection; returns whether-connected and the two tasks' futures.
@@ -77,7 +116,8 @@ pub fn start(
 ) {
     let mut o = MqttOptions::new(crate::broker::BRIDGE_ID, &conn.host, conn.port);
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_max_packet_size(conn.max_packet_bytes, conn.max_packet_bytes);
+    let max_packet = conn.max_packet_bytes;
     o.set_clean_session(true);
     o.set_inflight(500);
     if let Some((u, p)) = &conn.credentials {
@@ -90,14 +130,23 @@ pub fn start(
         let stats = router.stats.clone();
         let mut pub_shutdown = shutdown.clone();
         let out_task = tokio::spawn(async move {
+            let mut refused = Oversize::default();
             loop {
                 tokio::select! {
                     m = out_rx.recv() => match m {
                         Some((topic, payload, retain)) => {
+                            let len = outpost_protocol::limits::mqtt_publish_len(topic.len(), payload.len());
+                            if len > max_packet {
+                                // Isolated to this message: dropped, counted, logged once
+                                // per kind of topic.
+                                stats.oversize_dropped.fetch_add(1, Relaxed);
+                                refused.note(&topic, len, max_packet);
+                                continue;
+                            }
                             stats.published.fetch_add(1, Relaxed);
-                            if let Err(e) = publisher.publish(topic, QoS::AtLeastOnce, retain, payload).await {
+                            if let Err(e) = publisher.publish(topic.clone(), QoS::AtLeastOnce, retain, payload).await {
                                 stats.publish_failures.fetch_add(1, Relaxed);
-                                tracing::error!(error = %e, "MQTT publish failed: message lost");
+                                refused.failed(&topic, &e.to_string());
                             }
                         }
                         None => break,
@@ -204,9 +253,25 @@ async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
             };
             let server = r.server.clone();
             let out = r.out.clone();
+            let max_packet = r.max_packet_bytes;
             tokio::spawn(async move {
+                let topic = topics::chunk_response(&dev);
                 for f in server.answer(&dev, &req).await {
-                    let _ = out.send((topics::chunk_response(&dev), f.encode(), false));
+                    let mut bytes = f.encode();
+                    let len = outpost_protocol::limits::mqtt_publish_len(topic.len(), bytes.len());
+                    if len > max_packet {
+                        // A bundle registered with chunks too large for this broker: tell
+                        // the device why, so its update fails with the reason instead of
+                        // timing out.
+                        let reason = format!(
+                            "part {} is a {len}-byte message, over the broker's {max_packet}-byte packet limit: register the model again with --chunk-size {} or less",
+                            f.index,
+                            outpost_protocol::limits::largest_chunk_for(max_packet)
+                        );
+                        bytes = outpost_protocol::serve::fatal_frame(f.bundle, f.index, &reason)
+                            .encode();
+                    }
+                    let _ = out.send((topic.clone(), bytes, false));
                 }
             });
         }

@@ -45,6 +45,23 @@ pub enum RegistryError {
         /// What needs it (deployments, devices).
         deployments: String,
     },
+    /// The chunk (or head piece) messages would not fit the broker's packet limit.
+    #[error(
+        "{what} of {size} bytes make {message}-byte MQTT messages, over the broker's {limit}-byte packet limit (serve --max-packet-bytes){}",
+        if *what == "chunks" { format!(": use --chunk-size {largest} or less") } else { String::from(": the broker must accept at least that") }
+    )]
+    PacketLimit {
+        /// `chunks` or `head pieces` (fixed at 64 KiB by the protocol).
+        what: &'static str,
+        /// Their size, bytes.
+        size: u32,
+        /// Resulting message size.
+        message: usize,
+        /// The broker's limit.
+        limit: usize,
+        /// Largest chunk size that fits.
+        largest: u32,
+    },
     /// Database failure.
     #[error("registry database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -73,6 +90,8 @@ pub struct RegisterRequest {
     pub baseline_csv: Option<PathBuf>,
     /// Chunk size override.
     pub chunk_size: Option<u32>,
+    /// Memory the model needs on a device, bytes (declared; default: measured here).
+    pub memory_bytes: Option<u64>,
     /// Lineage overrides.
     pub source_commit: Option<String>,
     /// Dataset id override.
@@ -154,6 +173,24 @@ pub fn register(
         Some(p) => SpecFile::load(p).map_err(PackError::from)?,
         None => SpecFile::default(),
     };
+    // Every chunk and head piece travels as one MQTT message: it must fit the broker.
+    let limit = crate::db::max_packet_bytes(c)?;
+    let head = outpost_protocol::limits::HEAD_PIECE_SIZE;
+    let chunk = req
+        .chunk_size
+        .unwrap_or(outpost_protocol::limits::DEFAULT_CHUNK_SIZE);
+    for (size, what) in [(head, "head pieces"), (chunk, "chunks")] {
+        let message = outpost_protocol::limits::chunk_message_len(size as usize);
+        if message > limit {
+            return Err(RegistryError::PacketLimit {
+                what,
+                size,
+                message,
+                limit,
+                largest: outpost_protocol::limits::largest_chunk_for(limit),
+            });
+        }
+    }
     let onnx = read_capped(model_path).map_err(PackError::from)?;
     if !outpost_protocol::manifest::valid_name(&req.name) {
         return Err(RegistryError::Pack(PackError::BadName(req.name)));
@@ -193,6 +230,7 @@ pub fn register(
         name: Some(req.name.clone()),
         version: Some(version),
         chunk_size: req.chunk_size,
+        memory_bytes: req.memory_bytes,
         created_by: req.created_by.clone(),
         created_at: crate::db::now(),
         reason: req.reason.clone(),

@@ -197,6 +197,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         crate::input::url("URL", url)?;
     }
     let db = Db::open(&cfg.data_dir)?;
+    // Registration checks chunk sizes against the limit the bridge serves with.
+    crate::db::set_max_packet_bytes(&db.lock(), cfg.gate.max_packet_bytes)
+        .map_err(|e| ServeError::Db(e.into()))?;
     let key = Arc::new(signing_key(&cfg.data_dir)?);
     let audit = Audit::new(&cfg.data_dir);
     let bundles: Arc<dyn BundleStore> = Arc::new(FsBundleStore::new(&cfg.data_dir).map_err(
@@ -239,6 +242,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
                     host: b.addr.ip().to_string(),
                     port: b.addr.port(),
                     credentials: creds,
+                    max_packet_bytes: cfg.gate.max_packet_bytes,
                 },
                 format!("mqtt://{}", b.addr),
             )
@@ -252,6 +256,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
                 host: host.clone(),
                 port: *port,
                 credentials: credentials.clone(),
+                max_packet_bytes: cfg.gate.max_packet_bytes,
             },
             format!("mqtt://{host}:{port}"),
         ),
@@ -312,6 +317,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         out: out_tx.clone(),
         state_changed,
         on_connect: Arc::new(move |_out| republish.republish_directives()),
+        max_packet_bytes: cfg.gate.max_packet_bytes,
     };
     let (connected, mqtt_task) = mqtt::start(&conn, router, out_rx, shutdown_rx.clone());
     tasks.push(tokio::spawn(mqtt_task));

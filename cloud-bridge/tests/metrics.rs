@@ -55,6 +55,10 @@ async fn bridge_and_agent_series_move_as_a_rollout_runs_and_requests_are_served(
         sample(&before, "outpost_bridge_broker_connected", &[]),
         Some(1.0)
     );
+    assert_eq!(
+        sample(&before, "outpost_bridge_broker_oversize_dropped_total", &[]),
+        Some(0.0)
+    );
 
     let trust = trust_dir(&b, dir.path());
     let data = dir.path().join("gw-1");

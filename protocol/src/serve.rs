@@ -111,3 +111,13 @@ pub fn error_frame(bundle: Digest, index: u32, reason: &str) -> ChunkFrame {
         data: reason.as_bytes().to_vec(),
     }
 }
+
+/// Start of an error frame's reason that says the part will *never* be served as asked
+/// (e.g. it does not fit the broker's packet limit): the device gives up on the bundle
+/// with the reason instead of asking again. Other error frames mean "not now".
+pub const FATAL_PREFIX: &str = "fatal: ";
+
+/// An error frame the device must not retry (see [`FATAL_PREFIX`]).
+pub fn fatal_frame(bundle: Digest, index: u32, reason: &str) -> ChunkFrame {
+    error_frame(bundle, index, &format!("{FATAL_PREFIX}{reason}"))
+}

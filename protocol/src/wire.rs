@@ -300,7 +300,9 @@ pub struct ChunkFrame {
 }
 
 const FRAME_MAGIC: &[u8; 4] = b"OPCK";
-const FRAME_HEADER: usize = 4 + 1 + 1 + 32 + 4 + 4;
+/// Bytes of a chunk frame before its data (magic, version, kind, digest, index, length).
+pub const CHUNK_FRAME_HEADER: usize = 4 + 1 + 1 + 32 + 4 + 4;
+const FRAME_HEADER: usize = CHUNK_FRAME_HEADER;
 
 impl ChunkFrame {
     /// Encodes the frame.

@@ -140,6 +140,13 @@ impl Fetcher {
         }
     }
 
+    fn current_target(&self) -> Option<ModelTarget> {
+        match &self.phase {
+            Phase::Head { target, .. } | Phase::Chunks { target, .. } => Some(target.clone()),
+            _ => None,
+        }
+    }
+
     /// (chunks held, chunks total); total is 0 until the head is verified.
     pub fn progress(&self) -> (u32, u32) {
         match &self.phase {
@@ -228,6 +235,18 @@ impl Fetcher {
         }
         match frame.kind {
             PartKind::Error => {
+                let reason = String::from_utf8_lossy(&frame.data);
+                if let Some(why) = reason.strip_prefix(outpost_protocol::serve::FATAL_PREFIX) {
+                    // It will never be served as asked: give up with the bridge's reason.
+                    let Some(target) = self.current_target() else {
+                        return Vec::new();
+                    };
+                    self.phase = Phase::Done;
+                    return vec![Action::Fail {
+                        target,
+                        reason: format!("the bridge cannot serve this bundle: {why}"),
+                    }];
+                }
                 // The bridge does not serve this part right now (unknown bundle, rate
                 // limit): let the request time out and try again rather than give up; the
                 // directive decides when to stop.

@@ -297,3 +297,24 @@ fn a_chunk_that_keeps_failing_verification_fails_the_download() {
         other => panic!("expected Fail, got {other:?}"),
     }
 }
+
+#[test]
+fn a_transient_error_frame_is_retried_and_a_fatal_one_fails_with_the_reason() {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    f.begin(vd.clone(), 0);
+    let busy = outpost_protocol::serve::error_frame(served.digest(), 0, "rate limited");
+    assert!(f.on_frame(busy, 1).is_empty(), "not now: asked again later");
+    assert_eq!(f.target(), Some(served.digest()));
+    let never = outpost_protocol::serve::fatal_frame(served.digest(), 0, "over the packet limit");
+    match f.on_frame(never, 2).as_slice() {
+        [Action::Fail { target, reason }] => {
+            assert_eq!(target, &vd);
+            assert!(reason.contains("over the packet limit"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.target(), None);
+}

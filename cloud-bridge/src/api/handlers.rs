@@ -82,9 +82,10 @@ fn registry_err(e: RegistryError) -> ApiError {
         RegistryError::NotFound(m) => ApiError::not_found(format!("model {m} not found")),
         RegistryError::Input(e) => e.into(),
         e @ RegistryError::InUse { .. } => ApiError::conflict(e.to_string()),
-        e @ (RegistryError::NoModel | RegistryError::Refused(_) | RegistryError::Pack(_)) => {
-            ApiError::invalid(e.to_string())
-        }
+        e @ (RegistryError::NoModel
+        | RegistryError::Refused(_)
+        | RegistryError::Pack(_)
+        | RegistryError::PacketLimit { .. }) => ApiError::invalid(e.to_string()),
         e @ (RegistryError::Db(_) | RegistryError::Storage(_)) => ApiError::internal(e),
     }
 }

@@ -166,6 +166,13 @@ pub fn issue(
     cause: &str,
 ) -> Result<Outgoing, FleetError> {
     let models = entries(c, device)?;
+    if models.len() > outpost_protocol::directive::MAX_MODELS {
+        return Err(FleetError::Refused(format!(
+            "device {device} would run {} models; a device runs at most {}",
+            models.len(),
+            outpost_protocol::directive::MAX_MODELS
+        )));
+    }
     let issued: i64 = c
         .query_row(
             "SELECT directive_seq FROM devices WHERE id = ?1",
@@ -190,6 +197,13 @@ pub fn issue(
         models: models.clone(),
     }
     .sign(key);
+    let max = Limits::default().max_directive;
+    if bytes.len() > max {
+        return Err(FleetError::Refused(format!(
+            "device {device}'s directive would be {} bytes, over the {max}-byte limit devices accept",
+            bytes.len()
+        )));
+    }
     // What the directive lists, queryable (`json_each`): name, version, digest.
     let listed = serde_json::to_string(
         &models

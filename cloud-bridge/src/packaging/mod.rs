@@ -96,6 +96,9 @@ pub struct PackInput {
     pub version: Option<u32>,
     /// Chunk size (default 64 KiB).
     pub chunk_size: Option<u32>,
+    /// Memory the model needs on the device, bytes, as declared (measured on the target
+    /// hardware); default: the peak measured here while profiling.
+    pub memory_bytes: Option<u64>,
     /// Who is packing.
     pub created_by: String,
     /// When (unix seconds).
@@ -271,7 +274,7 @@ pub fn pack(
         .description(spec.model.description.clone().unwrap_or_default())
         .self_test(measured.samples)
         .requirements(Requirements {
-            memory_bytes: measured.profile.peak_memory_bytes,
+            memory_bytes: input.memory_bytes.or(measured.profile.peak_memory_bytes),
         });
     for (k, v) in tags {
         b = b.tag(k, v);

@@ -14,8 +14,18 @@ use super::models;
 
 /// A bridge on free ports with its data in `dir`.
 pub async fn bridge(dir: &Path, broker: BrokerChoice) -> Bridge {
+    bridge_with(dir, broker, |_| {}).await
+}
+
+/// A bridge on free ports with its data in `dir`, its config adjusted by `f`.
+pub async fn bridge_with(
+    dir: &Path,
+    broker: BrokerChoice,
+    f: impl FnOnce(&mut ServeConfig),
+) -> Bridge {
     let mut cfg = ServeConfig::new(dir.to_path_buf());
     cfg.broker = broker;
+    f(&mut cfg);
     cfg.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.fleet_tick = Duration::from_millis(100);
     let b = server::start(cfg).await.unwrap();
@@ -36,19 +46,41 @@ pub fn embedded(auth: bool) -> BrokerChoice {
 
 /// Registers a fixture directory (`vibration-anomaly`, …) under `name`.
 pub fn register(b: &Bridge, fixture: &str, name: &str) -> ModelRecord {
+    register_with(b, fixture, name, 16 * 1024).unwrap()
+}
+
+/// Registers a fixture directory (with its `spec.toml`, if it has one) under `name` with
+/// `chunk_size`-byte chunks.
+pub fn register_with(
+    b: &Bridge,
+    fixture: &str,
+    name: &str,
+    chunk_size: u32,
+) -> Result<ModelRecord, registry::RegistryError> {
+    register_req(b, fixture, name, chunk_size, None)
+}
+
+/// Registers with a declared memory requirement (`memory_bytes`).
+pub fn register_req(
+    b: &Bridge,
+    fixture: &str,
+    name: &str,
+    chunk_size: u32,
+    memory_bytes: Option<u64>,
+) -> Result<ModelRecord, registry::RegistryError> {
     let dir = models().join(fixture);
+    let spec = dir.join("spec.toml");
     let req = RegisterRequest {
         name: name.into(),
         files: vec![dir.join("model.onnx")],
-        spec: Some(dir.join("spec.toml")),
+        spec: spec.exists().then_some(spec),
         created_by: "test".into(),
         reason: format!("{fixture} for tests"),
-        chunk_size: Some(16 * 1024),
+        chunk_size: Some(chunk_size),
+        memory_bytes,
         ..Default::default()
     };
-    registry::register(&mut b.db.lock(), &b.audit, b.bundles.as_ref(), &b.key, req)
-        .unwrap()
-        .0
+    registry::register(&mut b.db.lock(), &b.audit, b.bundles.as_ref(), &b.key, req).map(|r| r.0)
 }
 
 /// Writes the bridge's public key as a trust directory.
@@ -171,9 +203,18 @@ impl Mosquitto {
     }
 
     pub fn start_on(bin: &Path, port: u16) -> Self {
+        Self::start_conf(bin, port, "max_packet_size 1048576\n")
+    }
+
+    /// With extra configuration lines (e.g. `max_packet_size 131072`).
+    pub fn start_conf(bin: &Path, port: u16, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 1048576\npersistence false\n")).unwrap();
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
+        )
+        .unwrap();
         let child = std::process::Command::new(bin)
             .arg("-c")
             .arg(&conf)
