@@ -1,6 +1,7 @@
 //! The dashboard over plain HTTP (the browser test is `outpost-sim`'s `tests/dashboard.rs`):
 //! sign-in and the session cookie's flags, 401/404/400 pages, the embedded assets, the
-//! page headers, and the live feed naming what changed.
+//! page headers, data from outside escaped, nothing that changes state, and the live feed
+//! naming what changed.
 
 mod common;
 
@@ -13,6 +14,9 @@ use outpost_bridge::auth::{Role, add_token};
 use outpost_bridge::events::NewEvent;
 use outpost_protocol::wire::EventKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A tag value that would run script if a page put it into HTML unescaped.
+const MARKUP: &str = "<img src=x onerror=alert(1)>\"'&";
 
 async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Response {
     let h: Vec<(&str, String)> = cookie
@@ -47,7 +51,7 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_bad_requests_get_clear_pages(
         &b.db.lock(),
         &b.audit,
         "gw-7",
-        &["site=north".into()],
+        &["site=north".into(), format!("note={MARKUP}")],
         "x86_64-unknown-linux-gnu",
         "mqtt://127.0.0.1:1883",
         &b.key.public_key(),
@@ -88,6 +92,15 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_bad_requests_get_clear_pages(
             .status,
         400
     );
+    // A sign-in posted from another site (login CSRF) is refused; the dashboard's own
+    // form, and clients that send no Sec-Fetch-Site, are not.
+    for site in ["cross-site", "same-site"] {
+        let r = login(api, &token, &[("Sec-Fetch-Site", site.into())]).await;
+        assert_eq!(r.status, 403, "{site}: {}", r.text());
+        assert!(r.header("set-cookie").is_none());
+    }
+    let r = login(api, &token, &[("Sec-Fetch-Site", "same-origin".into())]).await;
+    assert_eq!(r.status, 303, "{}", r.text());
     let r = login(api, &token, &[]).await;
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/ui"));
@@ -98,6 +111,15 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_bad_requests_get_clear_pages(
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
     let r = login(api, &token, &[("X-Forwarded-Proto", "https".into())]).await;
     assert!(r.header("set-cookie").unwrap().contains("; Secure"));
+    let r = request(
+        api,
+        "POST",
+        "/ui/logout",
+        &[("Sec-Fetch-Site", "cross-site".into())],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403);
     let r = request(api, "POST", "/ui/logout", &[], b"").await;
     assert_eq!(r.status, 303);
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
@@ -120,6 +142,45 @@ async fn sign_in_sets_a_strict_httponly_cookie_and_bad_requests_get_clear_pages(
     assert!(fleet.contains("data-device=\"gw-7\""), "{fleet}");
     assert!(fleet.contains("offline"));
     assert!(fleet.contains("sse-connect=\"/ui/live\""));
+
+    // Text from outside (here a tag value) is escaped wherever it is shown: the fleet, the
+    // device page, and the audit trail that recorded the device's creation.
+    for path in ["/ui", "/ui/devices/gw-7"] {
+        let page = get(api, path, Some(&token)).await.text();
+        assert!(!page.contains("<img"), "{path}: unescaped markup:\n{page}");
+        assert!(
+            page.contains("note=&lt;img src=x onerror=alert(1)&gt;&quot;'&amp;"),
+            "{path}: the tag is not shown escaped:\n{page}"
+        );
+    }
+
+    // Read-only: the only forms are sign-in and sign-out, and no page takes a POST (or
+    // any other method that could change something), whatever the token's role.
+    let admin = add_token(&b.db.lock(), "root", Role::Admin).unwrap();
+    let device_page = get(api, "/ui/devices/gw-7", Some(&admin)).await.text();
+    assert_eq!(device_page.matches("<form").count(), 1, "{device_page}");
+    assert!(device_page.contains("action=\"/ui/logout\""));
+    for path in [
+        "/ui",
+        "/ui/devices/gw-7",
+        "/ui/deployments",
+        "/ui/drift",
+        "/ui/audit",
+        "/ui/events",
+        "/ui/live",
+    ] {
+        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+            let r = request(
+                api,
+                method,
+                path,
+                &[("Authorization", format!("Bearer {admin}"))],
+                b"",
+            )
+            .await;
+            assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+        }
+    }
     let r = request(
         api,
         "GET",

@@ -309,9 +309,11 @@ mod tests {
         let mut reg = Registry::default();
         reg.register_collector(Box::new(H));
         let text = encode(&reg, Format::Text).unwrap();
+        // Bounds are written in their shortest form (`1`, not `1.0`); Prometheus reads
+        // `le` as a float either way.
         for line in [
             "latency_seconds_bucket{model=\"m\",le=\"0.1\"} 2",
-            "latency_seconds_bucket{model=\"m\",le=\"1.0\"} 3",
+            "latency_seconds_bucket{model=\"m\",le=\"1\"} 3",
             "latency_seconds_bucket{model=\"m\",le=\"+Inf\"} 4",
             "latency_seconds_sum{model=\"m\"} 3.5",
             "latency_seconds_count{model=\"m\"} 4",

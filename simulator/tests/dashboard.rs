@@ -25,7 +25,8 @@ use outpost_bridge::fleet::{CreateDeployment, GateSpec, Selector, StrategySpec};
 use outpost_bridge::registry::{self, ModelRecord, RegisterRequest};
 use outpost_bridge::server::{self, Bridge, BrokerChoice, ServeConfig};
 use outpost_sim::fleet::{DeviceOptions, DeviceSpec, SimFleet};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -151,25 +152,52 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     assert!(f(), "timed out after {secs} s waiting for {what}");
 }
 
-/// Evaluates `js` (a function body) in the page.
-async fn js(c: &Client, script: &str) -> Value {
-    c.execute(script, vec![]).await.unwrap()
+/// Evaluates `script` (a function body) in the page, its result read as a `T`.
+async fn js<T: DeserializeOwned>(c: &Client, script: &str) -> T {
+    let v = c.execute(script, vec![]).await.unwrap();
+    serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{script} returned {v}, not the type expected: {e}"))
+}
+
+/// The page's visible text.
+async fn text(c: &Client, selector: &str) -> String {
+    js(
+        c,
+        &format!("return document.querySelector('{selector}').innerText"),
+    )
+    .await
 }
 
 /// Polls `script` until it returns `true`.
 async fn until(c: &Client, what: &str, secs: u64, script: &str) {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
-        if js(c, script).await == json!(true) {
+        if js::<bool>(c, script).await {
             return;
         }
         if Instant::now() > end {
-            let html = js(c, "return document.body.innerText").await;
-            panic!("timed out after {secs} s waiting for {what}; the page says:\n{html}");
+            let page = text(c, "body").await;
+            panic!("timed out after {secs} s waiting for {what}; the page says:\n{page}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The WebDriver session's capabilities: headless Chromium at `binary`.
+#[derive(Serialize)]
+struct Capabilities {
+    #[serde(rename = "goog:chromeOptions")]
+    chrome: ChromeOptions,
+}
+
+#[derive(Serialize)]
+struct ChromeOptions {
+    binary: PathBuf,
+    args: Vec<&'static str>,
+}
+
+/// A tag value that would run script if a page put it into HTML unescaped.
+const MARKUP: &str = "<script>window.__outpost_xss = 1</script>";
 
 struct Shots(PathBuf);
 
@@ -177,8 +205,8 @@ impl Shots {
     /// Saves the whole page: the window is made as tall as the page first (within
     /// 800..=2400 px), then set back.
     async fn take(&self, c: &Client, name: &str) {
-        let h = js(c, "return document.documentElement.scrollHeight").await;
-        let h = h.as_u64().unwrap_or(1000).clamp(800, 2400) as u32;
+        let h: u32 = js(c, "return document.documentElement.scrollHeight").await;
+        let h = h.clamp(800, 2400);
         // The window's frame takes about 150 px of its height.
         c.set_window_size(1400, h + 200).await.unwrap();
         let png = c.screenshot().await.unwrap();
@@ -193,7 +221,6 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
     let Some((chromium, chromedriver)) = browser() else {
         return;
     };
-    let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let shots_dir = match std::env::var("OUTPOST_SCREENSHOTS") {
         Ok(d) if !d.is_empty() => {
@@ -234,6 +261,7 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
             tags: BTreeMap::from([
                 ("site".to_owned(), "plant-a".to_owned()),
                 ("target".to_owned(), "x86_64-unknown-linux-gnu".to_owned()),
+                ("note".to_owned(), MARKUP.to_owned()),
             ]),
         })
         .collect();
@@ -319,18 +347,25 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
             .is_ok_and(|r| r.iter().any(|d| d.device == "gw-03" && d.drifting))
     })
     .await;
-    let fleet_ready = t0.elapsed();
 
     // The browser.
     let driver = Driver::start(&chromedriver);
-    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1400,1000"]
-        }
-    }))
-    .unwrap();
+    let caps = Capabilities {
+        chrome: ChromeOptions {
+            binary: chromium,
+            args: vec![
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--window-size=1400,1000",
+            ],
+        },
+    };
+    let caps = match serde_json::to_value(caps).unwrap() {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a struct serialises to an object"),
+    };
     let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&driver.url)
@@ -374,18 +409,19 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
     )
     .await;
     // The session cookie is HttpOnly: page scripts cannot read it.
-    assert_eq!(js(&c, "return document.cookie").await, json!(""));
+    assert_eq!(js::<String>(&c, "return document.cookie").await, "");
 
     // Fleet: every device, online, on v1 (v2 was rolled back), live feed up.
-    let rows = js(&c, "return Array.from(document.querySelectorAll('#devices tr[data-device]')).map(r => [r.dataset.device, r.innerText])").await;
-    let rows = rows.as_array().unwrap();
+    let rows: Vec<(String, String)> = js(&c, "return Array.from(document.querySelectorAll('#devices tr[data-device]')).map(r => [r.dataset.device, r.innerText])").await;
     assert_eq!(rows.len(), 3, "{rows:?}");
-    for (i, r) in rows.iter().enumerate() {
-        assert_eq!(r[0], json!(format!("gw-0{}", i + 1)));
-        let text = r[1].as_str().unwrap();
+    for (i, (id, text)) in rows.iter().enumerate() {
+        assert_eq!(*id, format!("gw-0{}", i + 1));
         assert!(text.contains("online"), "{text}");
         assert!(text.contains("vibration-anomaly v1"), "{text}");
+        // The tag holding markup shows as text and ran nothing.
+        assert!(text.contains(MARKUP), "{text}");
     }
+    assert!(js::<bool>(&c, "return window.__outpost_xss === undefined").await);
     until(
         &c,
         "the live feed",
@@ -400,42 +436,31 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
     c.goto(&format!("{base}/ui/deployments/{d2}"))
         .await
         .unwrap();
-    let devices = js(&c, "return Array.from(document.querySelectorAll('#deployment-devices tr[data-device]')).map(r => r.innerText)").await;
-    let devices = devices.as_array().unwrap();
+    let devices: Vec<String> = js(&c, "return Array.from(document.querySelectorAll('#deployment-devices tr[data-device]')).map(r => r.innerText)").await;
     assert_eq!(devices.len(), 3, "{devices:?}");
     assert!(
-        devices
-            .iter()
-            .any(|r| r.as_str().unwrap().contains("rolled back")),
+        devices.iter().any(|r| r.contains("rolled back")),
         "the canary was sent back: {devices:?}"
     );
-    let state = js(
-        &c,
-        "return document.getElementById('deployment-state').innerText",
-    )
-    .await;
+    let state = text(&c, "#deployment-state").await;
     assert!(
-        state.as_str().unwrap().contains("rolled_back")
-            && state.as_str().unwrap().contains("output shift"),
+        state.contains("rolled_back") && state.contains("output shift"),
         "{state}"
     );
-    let gates = js(&c, "return document.getElementById('gates').innerText").await;
-    assert!(gates.as_str().unwrap().contains("fail"), "{gates}");
-    let waves = js(&c, "return document.getElementById('waves').innerText").await;
-    assert!(waves.as_str().unwrap().contains("2 of 2"), "{waves}");
-    let timeline = js(&c, "return document.getElementById('timeline').innerText").await;
-    assert!(
-        timeline.as_str().unwrap().contains("deployment"),
-        "{timeline}"
-    );
+    let gates = text(&c, "#gates").await;
+    assert!(gates.contains("fail"), "{gates}");
+    let waves = text(&c, "#waves").await;
+    assert!(waves.contains("2 of 2"), "{waves}");
+    let timeline = text(&c, "#timeline").await;
+    assert!(timeline.contains("deployment"), "{timeline}");
     shots.take(&c, "deployment").await;
     c.goto(&format!("{base}/ui/deployments")).await.unwrap();
-    let n = js(
+    let n: usize = js(
         &c,
         "return document.querySelectorAll('#deployments tr[data-deployment]').length",
     )
     .await;
-    assert_eq!(n, json!(2));
+    assert_eq!(n, 2);
     shots.take(&c, "deployments").await;
 
     // Drift: the chart renders (a uPlot canvas with one line per device) and the
@@ -443,43 +468,36 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
     c.goto(&format!("{base}/ui/drift")).await.unwrap();
     // (One script: a live update may swap the content between two calls.)
     until(&c, "the drift chart, one line per reporting device", 15, "const c = document.querySelector('.chart[data-rendered]'); return c !== null && c.querySelector('canvas') !== null && c.querySelector('canvas').width > 0 && Number(c.dataset.series) === 3").await;
-    let drifting = js(
-        &c,
-        "return document.getElementById('drift-groups').innerText",
-    )
-    .await;
-    assert!(drifting.as_str().unwrap().contains("gw-03"), "{drifting}");
+    let drifting = text(&c, "#drift-groups").await;
+    assert!(drifting.contains("gw-03"), "{drifting}");
+    // The drifting device's worst features, each with its PSI.
+    let worst: Vec<String> = js(&c, "return Array.from(document.querySelectorAll('#drift-devices tr[data-device=\"gw-03\"] .tag')).map(t => t.innerText)").await;
+    assert!(!worst.is_empty(), "no worst features for gw-03");
+    for w in &worst {
+        let psi = w.rsplit(' ').next().and_then(|p| p.parse::<f64>().ok());
+        assert!(psi.is_some_and(|p| p > 0.0), "{worst:?}");
+    }
     shots.take(&c, "drift").await;
 
     // A device, the audit trail and the events.
     c.goto(&format!("{base}/ui/devices/gw-01")).await.unwrap();
-    let models = js(
-        &c,
-        "return document.getElementById('device-models').innerText",
-    )
-    .await;
-    assert!(
-        models.as_str().unwrap().contains("vibration-anomaly"),
-        "{models}"
-    );
+    let models = text(&c, "#device-models").await;
+    assert!(models.contains("vibration-anomaly"), "{models}");
     shots.take(&c, "device").await;
     c.goto(&format!("{base}/ui/audit")).await.unwrap();
-    let audit = js(&c, "return document.getElementById('audit').innerText").await;
-    assert!(
-        audit.as_str().unwrap().contains("model.register"),
-        "{audit}"
-    );
+    let audit = text(&c, "#audit").await;
+    assert!(audit.contains("model.register"), "{audit}");
     shots.take(&c, "audit").await;
     c.goto(&format!("{base}/ui/events")).await.unwrap();
-    let events = js(&c, "return document.getElementById('events').innerText").await;
-    assert!(events.as_str().unwrap().contains("gw-01"), "{events}");
+    let events = text(&c, "#events").await;
+    assert!(events.contains("gw-01"), "{events}");
     shots.take(&c, "events").await;
     // An unknown deployment is a 404 page, not an error trace.
     c.goto(&format!("{base}/ui/deployments/dep-999"))
         .await
         .unwrap();
-    let body = js(&c, "return document.body.innerText").await;
-    assert!(body.as_str().unwrap().contains("not found"), "{body}");
+    let body = text(&c, "body").await;
+    assert!(body.contains("not found"), "{body}");
 
     // Live: the fleet page, left open, shows gw-02 go offline when its link is cut —
     // without reloading (a marker set in the page survives).
@@ -491,28 +509,16 @@ async fn the_dashboard_shows_the_fleet_a_deployment_and_drift_and_updates_live()
         "return document.getElementById('live-status').classList.contains('on')",
     )
     .await;
-    js(&c, "window.__outpost_marker = 42; return true").await;
+    assert!(js::<bool>(&c, "window.__outpost_marker = 42; return true").await);
     fleet.get("gw-02").unwrap().proxy.cut(true);
     until(&c, "gw-02 to show offline", 20, "const r = document.querySelector('#devices tr[data-device=\"gw-02\"]'); return r !== null && r.querySelector('td.presence').innerText.includes('offline')").await;
-    assert_eq!(js(&c, "return window.__outpost_marker").await, json!(42));
-    assert_eq!(
-        js(
-            &c,
-            "return document.getElementById('devices-offline').innerText"
-        )
-        .await,
-        json!("1")
-    );
+    assert_eq!(js::<u32>(&c, "return window.__outpost_marker").await, 42);
+    assert_eq!(text(&c, "#devices-offline").await, "1");
     shots.take(&c, "fleet-live").await;
     fleet.get("gw-02").unwrap().proxy.cut(false);
 
     c.close().await.unwrap();
     drop(driver);
-    eprintln!(
-        "dashboard test: fleet ready in {:.1} s, whole test {:.1} s",
-        fleet_ready.as_secs_f64(),
-        t0.elapsed().as_secs_f64()
-    );
     fleet.shutdown(Duration::from_secs(2)).await;
     b.shutdown().await;
 }

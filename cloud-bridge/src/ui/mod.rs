@@ -16,7 +16,11 @@
 //! only token hashes, so each request looks the token up again: revoking a token signs
 //! its browsers out at once. An `Authorization: Bearer` header works too (scripts,
 //! tests). Without a valid token a page answers 401 with the sign-in form. The dashboard
-//! only reads: it changes nothing, so there is no action for a forged request to take.
+//! only reads: it changes nothing, so there is no action for a forged request to take;
+//! every change stays with the API and the CLI, behind their `operator`/`admin` roles.
+//! Sign-in and sign-out refuse requests a browser marks as coming from another site
+//! (`Sec-Fetch-Site`), so a foreign page can neither sign a browser into another token's
+//! session nor out of its own.
 //!
 //! Unknown devices and deployments are 404 pages; malformed query parameters are 400.
 
@@ -213,11 +217,24 @@ struct LoginForm {
     token: String,
 }
 
+/// Refuses a request that a browser says another site made (`Sec-Fetch-Site`; sent by
+/// current browsers, absent from scripts and tools, which are not this check's concern).
+/// Unlike comparing `Origin` with `Host`, this holds behind a proxy that rewrites `Host`.
+fn same_origin(headers: &HeaderMap) -> Result<(), UiError> {
+    match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+        None | Some(b"same-origin" | b"none") => Ok(()),
+        Some(_) => Err(UiError::Forbidden(
+            "sign-in and sign-out are only accepted from the dashboard's own pages".into(),
+        )),
+    }
+}
+
 async fn login(
     State(st): State<ApiState>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
+    same_origin(&headers)?;
     let Form(f) =
         form.map_err(|e| UiError::BadRequest(format!("sign-in form: {}", e.body_text())))?;
     let token = f.token.trim().to_owned();
@@ -246,7 +263,8 @@ async fn login(
     Ok(r)
 }
 
-async fn logout() -> Response {
+async fn logout(headers: HeaderMap) -> Result<Response, UiError> {
+    same_origin(&headers)?;
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -254,7 +272,7 @@ async fn logout() -> Response {
             "outpost_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
         ),
     );
-    r
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -251,9 +251,11 @@ pub fn empty(text: &str) -> Markup {
     html! { p.empty { (text) } }
 }
 
-/// Raw JSON for a `data-` attribute (maud escapes it as an attribute value).
-pub fn json_attr(v: &serde_json::Value) -> String {
-    v.to_string()
+/// JSON for a `data-` attribute (maud escapes it as an attribute value).
+pub fn json_attr<T: serde::Serialize>(v: &T) -> String {
+    // Serialising plain structs of strings and numbers cannot fail; an empty attribute
+    // would only leave the chart out.
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// A non-breaking dash for missing values.

@@ -13,8 +13,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use maud::{Markup, html};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::api::ApiState;
 use crate::drift::{DeviceDrift, DriftFilter, DriftGroup};
@@ -39,14 +38,44 @@ pub struct DriftQuery {
     device: Option<String>,
 }
 
-/// One chart: a title, the y unit, times (unix seconds) and one line per series.
-fn chart(title: String, unit: &str, x: &[u64], series: Vec<(String, Vec<Option<f64>>)>) -> Value {
-    json!({
-        "title": title,
-        "unit": unit,
-        "x": x,
-        "series": series.into_iter().map(|(label, values)| json!({"label": label, "values": values})).collect::<Vec<_>>(),
-    })
+/// One chart, handed to the page's script (`dashboard.js`) as JSON in `data-chart`.
+#[derive(Debug, Serialize)]
+struct Chart {
+    title: String,
+    /// The y axis' unit.
+    unit: &'static str,
+    /// Times, unix seconds.
+    x: Vec<u64>,
+    /// One line per device (or per statistic, for one device).
+    series: Vec<Series>,
+}
+
+/// One line of a [`Chart`]: a value per time of `x` (`null` where it has none).
+#[derive(Debug, Serialize)]
+struct Series {
+    label: String,
+    values: Vec<Option<f64>>,
+}
+
+/// The part of an inference telemetry record the charts read: its drift summary, as the
+/// agent writes it (`outpost_agent::drift::DriftSummary`). Records without one (drift not
+/// configured) are skipped.
+#[derive(Debug, Deserialize)]
+struct InferenceTelemetry {
+    drift: Option<DriftFigures>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DriftFigures {
+    psi_max: f64,
+    ks_max: Option<f64>,
+}
+
+/// One of a device's worst features, as the agent reports it (`FeatureDrift`).
+#[derive(Debug, Deserialize)]
+struct TopFeature {
+    feature: String,
+    psi: f64,
 }
 
 /// Charts of `model` v`version`: each device's largest PSI (or, for one device, its PSI
@@ -57,7 +86,7 @@ fn charts_for(
     version: u32,
     device: Option<&str>,
     now_ms: u64,
-) -> rusqlite::Result<Option<Value>> {
+) -> rusqlite::Result<Option<Chart>> {
     let since = now_ms.saturating_sub(WINDOW_MS);
     let mut q = c.prepare_cached(
         "SELECT device, ts_ms, body FROM telemetry WHERE model = ?1 AND version = ?2 AND ts_ms >= ?3
@@ -74,20 +103,16 @@ fn charts_for(
     let mut points: Vec<(String, u64, f64)> = Vec::new();
     for row in rows {
         let (dev, ts, body) = row?;
-        let Ok(v) = serde_json::from_str::<Value>(&body) else {
-            continue;
-        };
-        let d = &v["drift"];
-        let (Some(psi), ks) = (d["psi_max"].as_f64(), d["ks_max"].as_f64()) else {
+        let Ok(InferenceTelemetry { drift: Some(d) }) = serde_json::from_str(&body) else {
             continue;
         };
         if device.is_some() {
-            points.push(("PSI".into(), ts, psi));
-            if let Some(ks) = ks {
+            points.push(("PSI".into(), ts, d.psi_max));
+            if let Some(ks) = d.ks_max {
                 points.push(("KS".into(), ts, ks));
             }
         } else {
-            points.push((dev, ts, psi));
+            points.push((dev, ts, d.psi_max));
         }
     }
     let (Some(first), Some(last)) = (points.first().map(|p| p.1), points.last().map(|p| p.1))
@@ -105,9 +130,9 @@ fn charts_for(
     let x: Vec<u64> = bins.keys().map(|t| t / 1000).collect();
     let series = labels
         .iter()
-        .map(|l| {
-            let vals = bins.values().map(|b| b.get(l.as_str()).copied()).collect();
-            (l.clone(), vals)
+        .map(|l| Series {
+            label: l.clone(),
+            values: bins.values().map(|b| b.get(l.as_str()).copied()).collect(),
         })
         .collect();
     let (title, unit) = match device {
@@ -120,13 +145,18 @@ fn charts_for(
             "PSI",
         ),
     };
-    Ok(Some(chart(title, unit, &x, series)))
+    Ok(Some(Chart {
+        title,
+        unit,
+        x,
+        series,
+    }))
 }
 
 struct DriftView {
     groups: Vec<DriftGroup>,
     latest: Vec<DeviceDrift>,
-    charts: Vec<Value>,
+    charts: Vec<Chart>,
 }
 
 fn load(c: &Connection, q: &DriftQuery) -> Result<DriftView, UiError> {
@@ -225,6 +255,13 @@ pub async fn page(
     ))
 }
 
+/// The worst features of a report, skipping entries of another shape (a newer agent).
+fn top_features(top: &[serde_json::Value]) -> Vec<TopFeature> {
+    top.iter()
+        .filter_map(|t| TopFeature::deserialize(t).ok())
+        .collect()
+}
+
 fn body(v: &DriftView) -> Markup {
     html! {
         h2 { "By model version" }
@@ -275,8 +312,8 @@ fn body(v: &DriftView) -> Markup {
                             td { @if d.drifting { (badge("bad", "drifting")) } @else { (badge("ok", "no")) } }
                             td { (num(d.psi_max, 3)) }
                             td { (num(d.ks_max, 3)) }
-                            td { @for t in d.top.iter().take(3) {
-                                span.tag { (t["feature"].as_str().unwrap_or("?")) " " (num(t["psi"].as_f64().unwrap_or(0.0), 2)) } " "
+                            td { @for t in top_features(&d.top).iter().take(3) {
+                                span.tag { (t.feature) " " (num(t.psi, 2)) } " "
                             } }
                             td { (time_ms(d.window_start_ms)) }
                             td { (time_ms(d.at_ms)) }

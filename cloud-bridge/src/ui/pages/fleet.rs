@@ -18,23 +18,32 @@ use crate::input;
 use crate::ui::view::{self, Nav, Page, badge, dash, short, time, time_ms};
 use crate::ui::{UiError, blocking, viewer};
 
-/// Every device's desired set, by device.
-fn desired_all(c: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<(String, u32, String)>>> {
-    let mut q = c.prepare(
-        "SELECT device, model, version, deployment FROM desired_models ORDER BY device, model",
-    )?;
-    let mut out: BTreeMap<String, Vec<(String, u32, String)>> = BTreeMap::new();
+/// A model version the bridge wants on a device.
+#[derive(Debug, Clone)]
+struct Wanted {
+    model: String,
+    version: u32,
+}
+
+/// Every device's desired set, by device id.
+type DesiredSets = BTreeMap<String, Vec<Wanted>>;
+
+fn desired_all(c: &Connection) -> rusqlite::Result<DesiredSets> {
+    let mut q =
+        c.prepare("SELECT device, model, version FROM desired_models ORDER BY device, model")?;
+    let mut out = DesiredSets::new();
     let rows = q.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, u32>(2)?,
-            r.get::<_, String>(3)?,
+            Wanted {
+                model: r.get(1)?,
+                version: r.get(2)?,
+            },
         ))
     })?;
     for row in rows {
-        let (d, m, v, dep) = row?;
-        out.entry(d).or_default().push((m, v, dep));
+        let (device, w) = row?;
+        out.entry(device).or_default().push(w);
     }
     Ok(out)
 }
@@ -96,7 +105,7 @@ pub async fn page(
 
 fn fleet_body(
     devices: &[DeviceRecord],
-    desired: &BTreeMap<String, Vec<(String, u32, String)>>,
+    desired: &DesiredSets,
     running: i64,
     drifting: usize,
 ) -> Markup {
@@ -119,14 +128,14 @@ fn fleet_body(
                 } }
                 tbody {
                     @for d in devices {
-                        @let want = desired.get(&d.id).cloned().unwrap_or_default();
+                        @let want = desired.get(&d.id).map_or(&[][..], Vec::as_slice);
                         tr data-device=(d.id) {
                             td { a href={ "/ui/devices/" (d.id) } { (d.id) } }
                             td.presence {
                                 @if d.online { (badge("ok", "online")) } @else { (badge("bad", "offline")) }
                             }
                             td { @match &d.state { Some(s) => (view::health(s.health)), None => (dash()) } }
-                            td.models { (models_cell(d.state.as_ref(), &want)) }
+                            td.models { (models_cell(d.state.as_ref(), want)) }
                             td { @match &d.state { Some(s) => (s.agent_version), None => (dash()) } }
                             td { @match d.last_seen { Some(t) => (time(t)), None => (dash()) } }
                             td.tags {
@@ -140,16 +149,16 @@ fn fleet_body(
     }
 }
 
-fn models_cell(state: Option<&ReportedState>, want: &[(String, u32, String)]) -> Markup {
+fn models_cell(state: Option<&ReportedState>, want: &[Wanted]) -> Markup {
     let reported: Vec<&ModelState> = state.map(|s| s.models.iter().collect()).unwrap_or_default();
     html! {
         @for m in &reported {
-            (model_cell(m, want.iter().find(|w| w.0 == m.name).map(|w| w.1)))
+            (model_cell(m, want.iter().find(|w| w.model == m.name).map(|w| w.version)))
         }
-        @for (name, v, _) in want.iter().filter(|w| !reported.iter().any(|m| m.name == w.0)) {
+        @for w in want.iter().filter(|w| !reported.iter().any(|m| m.name == w.model)) {
             div.model {
-                span.name { (name) } " " span.ver { (dash()) } " "
-                (badge("muted", "not reported")) " " span.want { "→ v" (v) }
+                span.name { (w.model) } " " span.ver { (dash()) } " "
+                (badge("muted", "not reported")) " " span.want { "→ v" (w.version) }
             }
         }
         @if reported.is_empty() && want.is_empty() { (dash()) }
