@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broker;
 pub mod bundles;
 pub mod cli;
+pub mod clock;
 pub mod db;
 pub mod device_auth;
 pub mod devices;

@@ -6,6 +6,11 @@
 //! link for a while and catch up; a bad v2 (its outputs permuted) trips the canary's
 //! output-shift gate and is rolled back automatically; a good v3 reaches everyone. Then
 //! everything produced is drained and accounted for, per phase.
+//!
+//! Every gateway runs a second model beside the vibration classifier: a scikit-learn ridge
+//! regression (exported by skl2onnx, registered unmodified) rolled out by its own deployment
+//! at the same time as vibration v1. It must stay on its version and keep answering through
+//! every vibration rollout and rollback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,7 +51,16 @@ const FIXTURES: &[(&str, &[u8])] = &[
         "vibration-anomaly-swapped/spec.toml",
         include_bytes!("../../models/vibration-anomaly-swapped/spec.toml"),
     ),
+    (
+        "sklearn/ridge/model.onnx",
+        include_bytes!("../../models/sklearn/ridge/model.onnx"),
+    ),
 ];
+
+/// The vibration classifier's model name (the sensor pipeline is bound to it).
+pub const VIBRATION: &str = "vibration-anomaly";
+/// The second model on every gateway.
+pub const RIDGE: &str = "ridge-regression";
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -114,15 +128,30 @@ pub struct DemoReport {
     pub outcomes: Vec<String>,
     /// Bridge API address.
     pub api: Option<SocketAddr>,
+    /// The ridge deployment's final state.
+    pub ridge_state: String,
+    /// Fewest models any gateway ran at the end.
+    pub min_models_per_gateway: usize,
+    /// Gateways that answered a ridge regression request after each vibration phase
+    /// (phase name, gateways).
+    pub ridge_served: Vec<(String, usize)>,
+    /// Gateways still on ridge v1 at the end.
+    pub ridge_unchanged: usize,
 }
 
 impl DemoReport {
     /// Whether the demo showed everything it should.
     pub fn ok(&self) -> bool {
+        let n = self.rows.first().map(|r| r.devices).unwrap_or(0);
         self.lost == 0
             && self.v1_state == "succeeded"
             && self.v2_state.starts_with("rolled_back")
-            && self.on_v3 == self.rows.first().map(|r| r.devices).unwrap_or(0)
+            && self.on_v3 == n
+            && self.ridge_state == "succeeded"
+            && self.min_models_per_gateway == 2
+            && self.ridge_unchanged == n
+            && !self.ridge_served.is_empty()
+            && self.ridge_served.iter().all(|(_, k)| *k == n)
     }
 }
 
@@ -171,10 +200,17 @@ fn register(
     baseline: bool,
 ) -> Result<ModelRecord, DemoError> {
     let dir = models.join(fixture);
+    let spec = dir.join("spec.toml");
     let req = RegisterRequest {
-        name: "vibration-anomaly".into(),
+        name: if fixture.starts_with("sklearn/") {
+            RIDGE
+        } else {
+            VIBRATION
+        }
+        .into(),
         files: vec![dir.join("model.onnx")],
-        spec: Some(dir.join("spec.toml")),
+        // The ridge export has no spec file: its contract comes from the graph.
+        spec: spec.exists().then_some(spec),
         tags: vec!["use=demo".into()],
         reason: reason.into(),
         created_by: "demo".into(),
@@ -241,17 +277,60 @@ async fn follow(ctx: &Ctx, b: &Bridge, id: &str, label: &str) -> DeploymentRecor
     }
 }
 
+/// Gateways whose vibration model is the bundle `digest`.
 fn on_model(fleet: &SimFleet, digest: &str) -> usize {
+    on_named(fleet, VIBRATION, digest)
+}
+
+/// Gateways whose model `name` is the bundle `digest`.
+fn on_named(fleet: &SimFleet, name: &str, digest: &str) -> usize {
     fleet
         .devices
         .iter()
         .filter(|d| {
             d.agent
                 .models
-                .only()
+                .get(name)
                 .is_some_and(|m| m.info.bundle.to_hex() == digest)
         })
         .count()
+}
+
+/// Gateways whose ridge model answers a regression request (ten standardised features, as
+/// the diabetes dataset it was trained on; seeded).
+fn ridge_answers(fleet: &SimFleet, rng: &mut ChaCha8Rng) -> usize {
+    fleet
+        .devices
+        .iter()
+        .filter(|d| {
+            let row: Vec<f64> = (0..10).map(|_| rng.random_range(-0.1..0.1)).collect();
+            d.agent
+                .models
+                .get(RIDGE)
+                .is_some_and(|m| m.score_rows(&[row]).is_ok())
+        })
+        .count()
+}
+
+/// The ridge rollout: everyone at once, no gates (nothing drives regression traffic in the
+/// simulator, so error-rate gates would have nothing to judge).
+fn ridge_strategy() -> fleet::machine::Strategy {
+    StrategySpec {
+        waves: vec![1.0],
+        success_threshold: 1.0,
+        error_threshold: 0.1,
+        timeout_secs: 60,
+        on_trip: fleet::machine::OnTrip::Pause,
+        gates: GateSpec {
+            max_error_rate: None,
+            max_p99_us: None,
+            max_output_shift: None,
+            min_samples: 0,
+            observe_secs: 1,
+        },
+    }
+    .build()
+    .expect("static strategy is valid")
 }
 
 async fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
@@ -266,15 +345,26 @@ async fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn deploy(b: &Bridge, fleet: &SimFleet, version: u32, reason: &str) -> Result<String, DemoError> {
+    deploy_model(b, fleet, VIBRATION, version, strategy(), reason)
+}
+
+fn deploy_model(
+    b: &Bridge,
+    fleet: &SimFleet,
+    model: &str,
+    version: u32,
+    strategy: fleet::machine::Strategy,
+    reason: &str,
+) -> Result<String, DemoError> {
     Ok(b.fleet
         .create(CreateDeployment {
-            model: "vibration-anomaly".into(),
+            model: model.into(),
             version: Some(version),
             selector: Selector {
                 ids: fleet.devices.iter().map(|d| d.id.clone()).collect(),
                 tags: vec![],
             },
-            strategy: strategy(),
+            strategy,
             actor: "demo".into(),
             reason: reason.into(),
             skip_gates: false,
@@ -353,7 +443,10 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         &bridge,
         &root.join("fleet"),
         &specs,
-        &DeviceOptions::default(),
+        &DeviceOptions {
+            sensor_model: Some(VIBRATION.into()),
+            ..DeviceOptions::default()
+        },
         true,
     )
     .await
@@ -392,10 +485,38 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         &v1.digest[..12],
         v1.bundle_size
     ));
+    let ridge = register(&bridge, &models, "sklearn/ridge", "second model", false)?;
+    ctx.say(format!(
+        "registered {RIDGE} v{} (scikit-learn ridge via skl2onnx, contract read from the graph)",
+        ridge.version
+    ));
     let d1 = deploy(&bridge, &fleet, v1.version, "first rollout")?;
+    // A deployment of a different model to the same gateways runs at the same time.
+    let dr = deploy_model(
+        &bridge,
+        &fleet,
+        RIDGE,
+        ridge.version,
+        ridge_strategy(),
+        "second model on every gateway",
+    )?;
     let r1 = follow(&ctx, &bridge, &d1, "v1").await;
+    let rr = follow(&ctx, &bridge, &dr, RIDGE).await;
     outcomes.push(format!("v1 {}", r1.state));
-    wait_for(30, || on_model(&fleet, &v1.digest) == fleet.devices.len()).await;
+    outcomes.push(format!("{RIDGE} {}", rr.state));
+    let n = fleet.devices.len();
+    wait_for(30, || {
+        on_model(&fleet, &v1.digest) == n && on_named(&fleet, RIDGE, &ridge.digest) == n
+    })
+    .await;
+    let mut ridge_served = vec![("1".to_string(), ridge_answers(&fleet, &mut rng))];
+    ctx.say(format!(
+        "{} gateways run two models: {VIBRATION} v{} (sensor pipeline) and {RIDGE} v{} ({} answer regression requests)",
+        on_named(&fleet, RIDGE, &ridge.digest),
+        v1.version,
+        ridge.version,
+        ridge_served[0].1
+    ));
     end(&mut phases, p, &fleet, on_model(&fleet, &v1.digest), "v1");
 
     // Phase 2: classify for a while; check each gateway recognises its machine.
@@ -520,6 +641,7 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         v2_devices.join(", "),
         on_model(&fleet, &v1.digest)
     ));
+    ridge_served.push(("4".into(), ridge_answers(&fleet, &mut rng)));
     end(&mut phases, p, &fleet, on_model(&fleet, &v1.digest), "v1");
 
     // Phase 5: a good v3 for everyone.
@@ -536,6 +658,7 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
     outcomes.push(format!("v3 {}", r3.state));
     wait_for(30, || on_model(&fleet, &v3.digest) == fleet.devices.len()).await;
     let on_v3 = on_model(&fleet, &v3.digest);
+    ridge_served.push(("5".into(), ridge_answers(&fleet, &mut rng)));
     end(&mut phases, p, &fleet, on_v3, "v3");
 
     // Phase 6: a third of the machines drift; the fleet alert must name exactly them and
@@ -634,6 +757,24 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
     if !all_acked {
         ctx.say("warning: some records were still unacknowledged when the drain period ended");
     }
+    let ridge_unchanged = on_named(&fleet, RIDGE, &ridge.digest);
+    let min_models_per_gateway = fleet
+        .devices
+        .iter()
+        .map(|d| d.agent.models.list().len())
+        .min()
+        .unwrap_or(0);
+    ctx.say(format!(
+        "{RIDGE} v{} stayed on {ridge_unchanged}/{} gateways through every vibration rollout and rollback; \
+         answered on {} gateways after each phase",
+        ridge.version,
+        fleet.devices.len(),
+        ridge_served
+            .iter()
+            .map(|(p, k)| format!("{k} (phase {p})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let rows = report::rows(&phases, &bridge, &fleet);
     let lost = rows.iter().map(|r| r.lost).sum();
     println!("\n{}\n", report::table(&rows));
@@ -654,6 +795,10 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         bridge_dir: root.join("bridge"),
         outcomes,
         api,
+        ridge_state: rr.state,
+        min_models_per_gateway,
+        ridge_served,
+        ridge_unchanged,
     };
     if let Some(a) = api {
         println!("Bridge API: http://{a}/openapi.json — admin token: {token}");

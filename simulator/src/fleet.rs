@@ -54,6 +54,8 @@ pub struct DeviceOptions {
     pub drift_window: usize,
     /// Drift check cadence.
     pub drift_check: usize,
+    /// The model the sensor pipeline feeds (`[sensor] model`); None: the only model.
+    pub sensor_model: Option<String>,
 }
 
 impl Default for DeviceOptions {
@@ -67,6 +69,7 @@ impl Default for DeviceOptions {
             sensor: "simulated",
             drift_window: 96,
             drift_check: 16,
+            sensor_model: None,
         }
     }
 }
@@ -141,7 +144,7 @@ fn config(
          [store]\nmax_bytes = {store}\n\
          [capture]\nsample_rate = {rate}\n\
          [drift]\nwindow = {dw}\ncheck_every = {dc}\n\
-         [sensor]\nkind = \"{sensor}\"\nseed = {seed}\nmode = \"{mode}\"\ninterval_ms = {interval}\n",
+         [sensor]\nkind = \"{sensor}\"\nseed = {seed}\nmode = \"{mode}\"\ninterval_ms = {interval}\n{sensor_model}",
         id = spec.id,
         data = data.display(),
         trust = trust.display(),
@@ -156,6 +159,11 @@ fn config(
         interval = o.interval_ms,
         dw = o.drift_window,
         dc = o.drift_check,
+        sensor_model = o
+            .sensor_model
+            .as_ref()
+            .map(|m| format!("model = {m:?}\n"))
+            .unwrap_or_default(),
     )
 }
 

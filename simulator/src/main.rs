@@ -97,14 +97,32 @@ fn main() -> ExitCode {
                     }
                     if r.ok() {
                         println!(
-                            "demo ok: lost 0 records; v1 {}; v2 {}; v3 on {}/{} gateways",
-                            r.v1_state, r.v2_state, r.on_v3, devices
+                            "demo ok: lost 0 records; v1 {}; v2 {}; v3 on {}/{} gateways; {} models per gateway ({} {} on {}/{})",
+                            r.v1_state,
+                            r.v2_state,
+                            r.on_v3,
+                            devices,
+                            r.min_models_per_gateway,
+                            outpost_sim::demo::RIDGE,
+                            r.ridge_state,
+                            r.ridge_unchanged,
+                            devices
                         );
                         ExitCode::SUCCESS
                     } else {
                         eprintln!(
-                            "demo FAILED: lost {}; v1 {}; v2 {}; v3 on {}/{}",
-                            r.lost, r.v1_state, r.v2_state, r.on_v3, devices
+                            "demo FAILED: lost {}; v1 {}; v2 {}; v3 on {}/{}; models per gateway {}; {} {} on {}/{}, answered {:?}",
+                            r.lost,
+                            r.v1_state,
+                            r.v2_state,
+                            r.on_v3,
+                            devices,
+                            r.min_models_per_gateway,
+                            outpost_sim::demo::RIDGE,
+                            r.ridge_state,
+                            r.ridge_unchanged,
+                            devices,
+                            r.ridge_served
                         );
                         ExitCode::FAILURE
                     }

@@ -125,6 +125,19 @@ async fn the_demo_loses_nothing_rolls_back_v2_catches_drift_and_ends_with_v3_eve
         "only the canary ever got the bad model"
     );
     assert_eq!(r.offline.len(), 5);
+
+    // Two models per gateway: the ridge regression arrived by its own deployment beside
+    // vibration v1, stayed on its version through v2's rollback and v3, and answered on
+    // every gateway after each of those phases.
+    assert_eq!(r.ridge_state, "succeeded");
+    assert_eq!(r.min_models_per_gateway, 2);
+    assert_eq!(r.ridge_unchanged, 20);
+    assert_eq!(r.ridge_served.len(), 3, "{:?}", r.ridge_served);
+    assert!(
+        r.ridge_served.iter().all(|(_, k)| *k == 20),
+        "{:?}",
+        r.ridge_served
+    );
     let produced: u64 = r.rows.iter().map(|x| x.produced).sum();
     assert!(produced > 1000, "{produced}");
 

@@ -23,6 +23,7 @@
 //!   models untouched and is reported with its reason (`directive_rejected`);
 //! - updating one model never unloads or pauses another.
 
+pub mod admit;
 pub mod disk;
 pub mod fetch;
 mod jobs;
@@ -33,12 +34,12 @@ mod report;
 #[cfg(test)]
 mod lifecycle_tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::bundle::{VerifiedBundle, VerifiedManifest, Verifier};
-use outpost_protocol::directive::{self, Directive, DirectiveContext, DirectiveError, ModelTarget};
+use outpost_protocol::directive::{DirectiveContext, ModelTarget};
 use outpost_protocol::wire::{ChunkFrame, DirectiveRejection, ReportedState};
 use outpost_protocol::{Limits, TrustStore, topics};
 use serde::Serialize;
@@ -48,10 +49,11 @@ use crate::clock::{mono_ms, unix_now};
 use crate::config::{ModelsConfig, UpdateConfig};
 use crate::link::{Publish, UpdateInbound};
 use crate::models::{ActiveModel, ModelHandle};
+use admit::Admission;
 use disk::{Slot, UpdateDisk, UpdateState};
 use fetch::{FetchConfig, Fetcher};
 use jobs::{Job, JobDone};
-use lifecycle::{Action, Lifecycle, LifecycleConfig, Target};
+use lifecycle::{Action, LifecycleConfig};
 
 impl UpdateDisk {
     /// Writes a verified bundle into a model's slot. Taking [`VerifiedBundle`] is the
@@ -301,26 +303,12 @@ impl Updater {
             now,
             max_skew: self.p.cfg.max_clock_skew_secs,
         };
-        let vd = match directive::verify(bytes, &self.p.trust, ctx, &self.limits) {
-            // The retained directive comes back on every reconnect; nothing to do.
-            Err(DirectiveError::Replayed(_)) => return,
-            Err(e) => {
-                let r = directive::rejection(bytes, &e, now, &self.limits);
-                return self.reject(r);
-            }
-            Ok(vd) => vd,
+        let vd = match admit::admit(bytes, &self.p.trust, ctx, &self.limits, &self.p.budget) {
+            Admission::Replay => return,
+            Admission::Refused(r) => return self.reject(r),
+            Admission::Accepted(vd) => vd,
         };
         let d = vd.directive();
-        if let Err(reason) = check_budget(d, &self.p.budget) {
-            return self.reject(DirectiveRejection {
-                sequence: Some(d.sequence),
-                kind: "budget".into(),
-                reason,
-                now,
-                issued_at: Some(d.issued_at),
-                expires_at: Some(d.expires_at),
-            });
-        }
         tracing::info!(device = %self.p.device_id, seq = d.sequence, models = d.models.len(), "directive accepted");
         // Persist the sequence before acting: a crash from here on can never accept this
         // directive (or an older one) again.
@@ -329,24 +317,7 @@ impl Updater {
         self.state.rejected = None;
         self.dirty = true;
         self.flush();
-        let names: BTreeSet<String> = self
-            .state
-            .models
-            .keys()
-            .cloned()
-            .chain(d.models.iter().map(|m| m.name.clone()))
-            .collect();
-        for name in names {
-            let target = d.model(&name).map(|e| Target {
-                entry: e.clone(),
-                sequence: d.sequence,
-            });
-            let l = self
-                .state
-                .models
-                .entry(name.clone())
-                .or_insert_with(|| Lifecycle::new(&name));
-            let acts = l.on_desired(target);
+        for (name, acts) in admit::dispatch(&mut self.state.models, d) {
             self.run_actions(&name, acts, None);
         }
     }
@@ -676,43 +647,6 @@ impl Updater {
             self.run_actions(&name, acts, None);
         }
     }
-}
-
-/// Checks a desired set against the device's budgets.
-///
-/// Memory: the sum of each model's peak measured at registration (`memory_bytes`; a model
-/// without a measurement counts 0). Disk: two slots per model, each the bundle's size (the
-/// previous version stays as the rollback target).
-///
-/// # Errors
-/// The reason, naming what each model needs and the budget it exceeds.
-pub fn check_budget(d: &Directive, budget: &ModelsConfig) -> Result<(), String> {
-    let list = |f: &dyn Fn(&ModelTarget) -> u64| {
-        d.models
-            .iter()
-            .map(|m| format!("{} v{} {} B", m.name, m.version, f(m)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(max) = budget.max_memory_bytes {
-        let need: u64 = d.models.iter().map(|m| m.memory_bytes.unwrap_or(0)).sum();
-        if need > max {
-            return Err(format!(
-                "the desired set needs {need} bytes of model memory ({}), over the {max} byte budget ([models] max_memory_bytes); the running models are kept",
-                list(&|m| m.memory_bytes.unwrap_or(0))
-            ));
-        }
-    }
-    if let Some(max) = budget.max_disk_bytes {
-        let need: u64 = d.models.iter().map(|m| m.size.saturating_mul(2)).sum();
-        if need > max {
-            return Err(format!(
-                "the desired set needs {need} bytes of slot disk (two slots per model: {}), over the {max} byte budget ([models] max_disk_bytes); the running models are kept",
-                list(&|m| m.size.saturating_mul(2))
-            ));
-        }
-    }
-    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(

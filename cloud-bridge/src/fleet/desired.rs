@@ -158,12 +158,14 @@ pub fn reported(c: &Connection, device: &str) -> rusqlite::Result<Option<Reporte
 
 /// Signs a directive carrying the device's whole desired set with a new sequence and
 /// records it (unpublished); `cause` names what changed (a deployment id, `refresh`,
-/// `remove`). Returns what to publish after the commit.
+/// `remove`), issued at `now` (unix seconds; it expires [`DIRECTIVE_TTL_SECS`] later).
+/// Returns what to publish after the commit.
 pub fn issue(
     c: &Connection,
     key: &SigningKey,
     device: &str,
     cause: &str,
+    now: u64,
 ) -> Result<Outgoing, FleetError> {
     let models = entries(c, device)?;
     if models.len() > outpost_protocol::directive::MAX_MODELS {
@@ -187,7 +189,7 @@ pub fn issue(
         "UPDATE devices SET directive_seq = ?2 WHERE id = ?1",
         params![device, seq as i64],
     )?;
-    let t = now();
+    let t = now;
     let bytes = Directive {
         format: DIRECTIVE_FORMAT,
         device_id: device.into(),

@@ -33,7 +33,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::audit::Audit;
 use crate::bundles::BundleStore;
-use crate::db::{Db, now, now_ms};
+use crate::clock::Clock;
+use crate::db::Db;
 use crate::events::{EventBus, MqttOut, NewEvent};
 use desired::Outgoing;
 use machine::{Action, Command, DeviceStatus, Rollout, State, Strategy};
@@ -171,6 +172,7 @@ pub struct FleetHandle {
     wake: Arc<Notify>,
     /// Next time (unix seconds) the engine looks for directives due for a refresh.
     refresh_at: Arc<AtomicU64>,
+    clock: Clock,
 }
 
 /// A deployment about to be inserted.
@@ -210,7 +212,14 @@ impl FleetHandle {
             out,
             wake,
             refresh_at: Arc::new(AtomicU64::new(0)),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same handle on `clock` (tests make days pass with [`Clock::advance`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Carries out a deployment's actions: desired-set changes and one new directive per
@@ -277,7 +286,7 @@ impl FleetHandle {
                     continue;
                 }
             };
-            publish.push(desired::issue(c, &self.key, &device, id)?);
+            publish.push(desired::issue(c, &self.key, &device, id, self.clock.now())?);
         }
         Ok(())
     }
@@ -373,7 +382,7 @@ impl FleetHandle {
     /// (and at start), so a device coming back after a long time is never told to refuse
     /// what the bridge intends.
     fn refresh_directives(&self) -> Result<(), FleetError> {
-        let t = now();
+        let t = self.clock.now();
         if t < self.refresh_at.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -382,7 +391,7 @@ impl FleetHandle {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut publish = Vec::new();
         for device in desired::due_for_refresh(&tx, t)? {
-            publish.push(desired::issue(&tx, &self.key, &device, "refresh")?);
+            publish.push(desired::issue(&tx, &self.key, &device, "refresh", t)?);
         }
         tx.commit()?;
         drop(c);
@@ -507,7 +516,8 @@ impl FleetHandle {
             new.strategy.clone(),
             new.devices.clone(),
         );
-        let acts = r.start(now_ms());
+        let now = self.clock.now_ms();
+        let acts = r.start(now);
         tx.execute(
             "INSERT INTO deployments (id, model, version, digest, created_at, created_by, reason, selector, strategy, state, machine, previous, updated_at, rollback_of, gates_skipped)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?13, ?14)",
@@ -516,14 +526,14 @@ impl FleetHandle {
                 new.model,
                 new.version,
                 new.digest,
-                now_ms() as i64,
+                now as i64,
                 new.actor,
                 new.reason,
                 serde_json::to_string(&new.selector).unwrap_or_default(),
                 serde_json::to_string(&new.strategy).unwrap_or_default(),
                 r.state.name(),
                 serde_json::to_string(&r).unwrap_or_default(),
-                now_ms() as i64,
+                now as i64,
                 new.rollback_of,
                 new.gates_skipped
             ],
@@ -589,10 +599,11 @@ impl FleetHandle {
         let mut c = self.db.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut r = load(&tx, id)?;
+        let now = self.clock.now_ms();
         let acts = r
-            .command(cmd.clone(), now_ms())
+            .command(cmd.clone(), now)
             .map_err(|e| FleetError::Refused(format!("deployment {id}: {e}")))?;
-        save(&tx, id, &r)?;
+        save(&tx, id, &r, now)?;
         let mut publish = Vec::new();
         self.apply(&tx, id, acts, actor, &mut publish)?;
         tx.commit()?;
@@ -650,7 +661,7 @@ impl FleetHandle {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut r = load(&tx, &id)?;
             let before = serde_json::to_string(&r).unwrap_or_default();
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let mut acts = Vec::new();
             let devices: Vec<String> = r.devices.keys().cloned().collect();
             for d in &devices {
@@ -690,7 +701,7 @@ impl FleetHandle {
             }
             acts.extend(r.on_tick(now));
             if serde_json::to_string(&r).unwrap_or_default() != before {
-                save(&tx, &id, &r)?;
+                save(&tx, &id, &r, now)?;
             }
             let mut publish = Vec::new();
             self.apply(&tx, &id, acts, "system", &mut publish)?;
@@ -744,14 +755,14 @@ fn load(c: &Connection, id: &str) -> Result<Rollout, FleetError> {
         .map_err(|e| FleetError::Invalid(format!("deployment {id} state is unreadable: {e}")))
 }
 
-fn save(c: &Connection, id: &str, r: &Rollout) -> Result<(), FleetError> {
+fn save(c: &Connection, id: &str, r: &Rollout, now_ms: u64) -> Result<(), FleetError> {
     c.execute(
         "UPDATE deployments SET machine = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
         params![
             id,
             serde_json::to_string(r).unwrap_or_default(),
             r.state.name(),
-            now_ms() as i64
+            now_ms as i64
         ],
     )?;
     Ok(())

@@ -246,7 +246,13 @@ impl FleetHandle {
                 continue;
             }
             desired::remove(&tx, &d, &req.model)?;
-            publish.push(desired::issue(&tx, &self.key, &d, "remove")?);
+            publish.push(desired::issue(
+                &tx,
+                &self.key,
+                &d,
+                "remove",
+                self.clock.now(),
+            )?);
             out.devices.push(d);
         }
         self.audit.append(

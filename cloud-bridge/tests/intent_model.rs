@@ -1,0 +1,883 @@
+//! Model-based property test of the whole intent path, bridge and agent together, without
+//! a network: the bridge's real fleet engine (rollout machines, desired sets, signed
+//! directives, delete guard; SQLite in a temporary directory, its clock advanced by the
+//! test) and, per device, the agent's real directive admission (`admit`/`dispatch`:
+//! signature, sequence, expiry, clock skew) and per-model lifecycles, with downloads,
+//! installs and slot loads completing one at a time when the test says so.
+//!
+//! Random interleavings of: deployment create / pause / resume / abort / rollback
+//! (`--to` too), `deploy remove`, model delete, devices going offline and online, device
+//! clock skew, one device step of IO, engine passes, seconds and days passing (beyond the
+//! directives' expiry), and bridge restarts (a new engine over the same database,
+//! republishing on connect).
+//!
+//! Checked throughout:
+//! - every device's latest issued directive lists exactly its desired set (no retained
+//!   directive is stale);
+//! - a device only ever switches a model to the target of the latest directive it has
+//!   accepted, so once it holds the bridge's latest directive it never activates anything
+//!   the bridge no longer intends (an aborted or superseded deployment's bundle);
+//! - no desired entry and no unfinished deployment refers to a deleted bundle;
+//! - every refusal (bridge operation or device directive) says why.
+//!
+//! And once the fleet is quiet (every device online with a true clock, engine passes until
+//! nothing changes): every device's active model equals the bridge's intended model for it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use outpost_agent::config::ModelsConfig;
+use outpost_agent::update::admit::{self, Admission};
+use outpost_agent::update::lifecycle::{Action, Lifecycle, LifecycleConfig, Slot};
+use outpost_bridge::audit::Audit;
+use outpost_bridge::bundles::{BundleStore, FsBundleStore};
+use outpost_bridge::clock::Clock;
+use outpost_bridge::db::Db;
+use outpost_bridge::events::EventBus;
+use outpost_bridge::fleet::machine::{Command, OnTrip};
+use outpost_bridge::fleet::{
+    CreateDeployment, DeploymentFilter, FleetHandle, GateSpec, RemoveModel, RollbackRequest,
+    Selector, StrategySpec, desired,
+};
+use outpost_bridge::registry::{self, RegisterRequest};
+use outpost_protocol::directive::{self, DirectiveContext};
+use outpost_protocol::wire::{
+    BudgetState, DirectiveRejection, Health, ModelState, ReportedState, UpdatePhase,
+};
+use outpost_protocol::{Digest, Limits, SigningKey, TrustStore, topics};
+use proptest::prelude::*;
+use tokio::sync::{Notify, mpsc};
+
+const MODEL: &str = "m";
+const DEVICES: [&str; 3] = ["d0", "d1", "d2"];
+const CFG: LifecycleConfig = LifecycleConfig {
+    health_window_ms: 2_000,
+    health_inferences: 5,
+    max_probation_boots: 2,
+};
+
+/// A bridge data directory with three registered versions of `m`, made once and copied
+/// per case (registration validates and profiles with tract: seconds, not microseconds).
+fn template() -> &'static (tempfile::TempDir, String) {
+    static T: OnceLock<(tempfile::TempDir, String)> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let audit = Audit::new(dir.path());
+        let bundles = FsBundleStore::new(dir.path()).unwrap();
+        for fixture in [
+            "vibration-anomaly",
+            "vibration-anomaly-swapped",
+            "vibration-anomaly",
+        ] {
+            let d = outpost_testkit::models_dir().join(fixture);
+            let req = RegisterRequest {
+                name: MODEL.into(),
+                files: vec![d.join("model.onnx")],
+                spec: Some(d.join("spec.toml")),
+                created_by: "test".into(),
+                reason: "intent model".into(),
+                ..Default::default()
+            };
+            registry::register(&mut db.lock(), &audit, &bundles, &key, req).unwrap();
+        }
+        drop(db);
+        (dir, key.to_file_contents())
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create {
+        version: u32,
+        devices: u8,
+        rollback: bool,
+    },
+    Pause(usize),
+    Resume(usize),
+    Abort(usize),
+    Rollback {
+        deployment: usize,
+        to: Option<u32>,
+    },
+    Remove(u8),
+    Delete(u32),
+    Offline(usize),
+    Online(usize),
+    Skew(usize, i64),
+    /// One IO completion on a device.
+    Io(usize),
+    Engine,
+    /// Seconds pass (probation, timeouts).
+    Tick(u64),
+    /// Days pass: every directive issued before expires.
+    Days(u64),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1u32..=3, 1u8..8, any::<bool>())
+            .prop_map(|(version, devices, rollback)| Op::Create { version, devices, rollback }),
+        1 => (0usize..6).prop_map(Op::Pause),
+        1 => (0usize..6).prop_map(Op::Resume),
+        2 => (0usize..6).prop_map(Op::Abort),
+        1 => (0usize..6, proptest::option::of(1u32..=3))
+            .prop_map(|(deployment, to)| Op::Rollback { deployment, to }),
+        1 => (1u8..8).prop_map(Op::Remove),
+        1 => (1u32..=3).prop_map(Op::Delete),
+        2 => (0usize..3).prop_map(Op::Offline),
+        2 => (0usize..3).prop_map(Op::Online),
+        1 => (0usize..3, prop_oneof![Just(0i64), Just(-2 * 86_400), Just(2 * 86_400), Just(600)])
+            .prop_map(|(d, s)| Op::Skew(d, s)),
+        8 => (0usize..3).prop_map(Op::Io),
+        4 => Just(Op::Engine),
+        2 => (1u64..40).prop_map(Op::Tick),
+        1 => (8u64..10).prop_map(Op::Days),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// IO the agent's loop has started and the test completes later.
+#[derive(Debug, Clone)]
+enum Job {
+    Fetch(Digest),
+    Install {
+        digest: Digest,
+        slot: Slot,
+        ticket: u64,
+    },
+    Load {
+        slot: Slot,
+        ticket: u64,
+    },
+}
+
+/// One device: the agent's admission state, its lifecycles and what it serves.
+#[derive(Default)]
+struct Device {
+    online: bool,
+    skew: i64,
+    last_sequence: Option<u64>,
+    /// The latest accepted directive's targets, by model.
+    accepted: BTreeMap<String, Digest>,
+    rejected: Option<DirectiveRejection>,
+    models: BTreeMap<String, Lifecycle>,
+    serving: BTreeMap<String, Digest>,
+    jobs: VecDeque<(String, Job)>,
+    /// The retained directive last delivered (delivery happens once per change).
+    delivered: Option<Vec<u8>>,
+    inferences: u64,
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    key: Arc<SigningKey>,
+    trust: TrustStore,
+    clock: Clock,
+    db: Db,
+    audit: Audit,
+    bundles: Arc<dyn BundleStore>,
+    fleet: FleetHandle,
+    out: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    /// The broker's retained directives, by device.
+    retained: BTreeMap<String, Vec<u8>>,
+    devices: Vec<Device>,
+    deployments: Vec<String>,
+    deleted: BTreeSet<String>,
+    digests: BTreeMap<u32, String>,
+    /// The oracle for abort and rollback: per device, bundles it must not activate once it
+    /// has accepted a directive at or after the given sequence (the one issued when the
+    /// abort or rollback was recorded), until a later deployment targets it again.
+    forbidden: Vec<BTreeMap<String, u64>>,
+}
+
+fn engine(
+    db: &Db,
+    data: &Path,
+    key: &Arc<SigningKey>,
+    bundles: &Arc<dyn BundleStore>,
+    clock: &Clock,
+) -> (
+    FleetHandle,
+    mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fleet = FleetHandle::new(
+        db.clone(),
+        Audit::new(data),
+        EventBus::new(db.clone(), None),
+        key.clone(),
+        bundles.clone(),
+        tx,
+        Arc::new(Notify::new()),
+    )
+    .with_clock(clock.clone());
+    (fleet, rx)
+}
+
+fn strategy(rollback: bool) -> outpost_bridge::fleet::machine::Strategy {
+    StrategySpec {
+        waves: vec![0.0, 1.0],
+        success_threshold: 0.5,
+        error_threshold: 0.5,
+        timeout_secs: 30,
+        on_trip: if rollback {
+            OnTrip::Rollback
+        } else {
+            OnTrip::Pause
+        },
+        gates: GateSpec {
+            max_error_rate: None,
+            max_p99_us: None,
+            max_output_shift: None,
+            min_samples: 0,
+            observe_secs: 0,
+        },
+    }
+    .build()
+    .unwrap()
+}
+
+fn ids(mask: u8) -> Vec<String> {
+    (0..3)
+        .filter(|i| mask & (1 << i) != 0)
+        .map(|i| DEVICES[i].to_string())
+        .collect()
+}
+
+/// A refusal must say why.
+fn refused(e: impl std::fmt::Display) -> Result<(), TestCaseError> {
+    let m = e.to_string();
+    prop_assert!(
+        m.split(':')
+            .next_back()
+            .is_some_and(|t| !t.trim().is_empty()),
+        "a refusal without a reason: {m:?}"
+    );
+    Ok(())
+}
+
+impl World {
+    fn new() -> Self {
+        let (tpl, key_text) = template();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("bridge");
+        copy_dir(tpl.path(), &data);
+        let key = Arc::new(SigningKey::from_file_contents(key_text, "test").unwrap());
+        let mut trust = TrustStore::new();
+        trust.add(key.public_key());
+        let db = Db::open(&data).unwrap();
+        let bundles: Arc<dyn BundleStore> = Arc::new(FsBundleStore::new(&data).unwrap());
+        let clock = Clock::system();
+        let (fleet, out) = engine(&db, &data, &key, &bundles, &clock);
+        let digests = (1..=3)
+            .map(|v| {
+                let r = registry::show(&db.lock(), MODEL, Some(v)).unwrap();
+                (v, r.digest)
+            })
+            .collect();
+        let mut w = World {
+            audit: Audit::new(&data),
+            _dir: dir,
+            data,
+            key,
+            trust,
+            clock,
+            db,
+            bundles,
+            fleet,
+            out,
+            retained: BTreeMap::new(),
+            devices: (0..3)
+                .map(|_| Device {
+                    online: true,
+                    ..Default::default()
+                })
+                .collect(),
+            deployments: Vec::new(),
+            deleted: BTreeSet::new(),
+            digests,
+            forbidden: vec![BTreeMap::new(); 3],
+        };
+        for i in 0..3 {
+            w.report(i);
+        }
+        w
+    }
+
+    fn device_now(&self, i: usize) -> u64 {
+        (self.clock.now() as i64 + self.devices[i].skew).max(0) as u64
+    }
+
+    /// The device's reported state, built as the agent's `report` does.
+    fn report(&mut self, i: usize) {
+        let d = &self.devices[i];
+        if !d.online {
+            return;
+        }
+        let models = d
+            .models
+            .iter()
+            .map(|(name, l)| ModelState {
+                name: name.clone(),
+                phase: l.reported_phase(),
+                active: l.active_model().cloned(),
+                previous: l.previous_model().cloned(),
+                target: l.target.as_ref().map(|t| t.installed()),
+                deployment_id: l.target.as_ref().map(|t| t.entry.deployment_id.clone()),
+                sequence: l.target.as_ref().map(|t| t.sequence),
+                chunks_done: 0,
+                chunks_total: 0,
+                health: Health::Ok,
+                last_error: l.last_error.clone(),
+            })
+            .collect();
+        let s = ReportedState {
+            device_id: DEVICES[i].into(),
+            agent_version: "test".into(),
+            at: self.device_now(i),
+            directive_sequence: d.last_sequence,
+            directive_rejected: d.rejected.clone(),
+            models,
+            health: Health::Ok,
+            last_error: None,
+            budget: BudgetState::default(),
+            tags: BTreeMap::new(),
+        };
+        outpost_bridge::devices::on_state(&self.db.lock(), &self.audit, &s, None).unwrap();
+    }
+
+    /// Moves what the engine published into the broker's retained store, and delivers
+    /// each device's retained directive once to an online device.
+    fn broker(&mut self) -> Result<(), TestCaseError> {
+        while let Ok((topic, body, retain)) = self.out.try_recv() {
+            if let Some(dev) = DEVICES.iter().find(|d| topics::directive(d) == topic) {
+                prop_assert!(retain, "directives are retained");
+                self.retained.insert(dev.to_string(), body);
+            }
+        }
+        for (i, dev) in DEVICES.iter().enumerate() {
+            if !self.devices[i].online {
+                continue;
+            }
+            let Some(body) = self.retained.get(*dev).cloned() else {
+                continue;
+            };
+            if self.devices[i].delivered.as_ref() == Some(&body) {
+                continue;
+            }
+            self.devices[i].delivered = Some(body.clone());
+            self.on_directive(i, &body)?;
+        }
+        Ok(())
+    }
+
+    fn on_directive(&mut self, i: usize, body: &[u8]) -> Result<(), TestCaseError> {
+        let now = self.device_now(i);
+        let d = &mut self.devices[i];
+        let ctx = DirectiveContext {
+            device_id: DEVICES[i],
+            last_sequence: d.last_sequence,
+            now,
+            max_skew: 86_400,
+        };
+        let budget = ModelsConfig::default();
+        match admit::admit(body, &self.trust, ctx, &Limits::default(), &budget) {
+            Admission::Replay => {}
+            Admission::Refused(r) => {
+                prop_assert!(!r.reason.trim().is_empty() && !r.kind.is_empty(), "{r:?}");
+                d.rejected = Some(r);
+            }
+            Admission::Accepted(vd) => {
+                let dir = vd.directive();
+                d.last_sequence = Some(dir.sequence);
+                d.rejected = None;
+                d.accepted = dir
+                    .models
+                    .iter()
+                    .map(|m| (m.name.clone(), m.digest))
+                    .collect();
+                for (name, acts) in admit::dispatch(&mut d.models, dir) {
+                    self.run(i, &name, acts)?;
+                }
+            }
+        }
+        self.report(i);
+        Ok(())
+    }
+
+    /// The agent's IO loop for one model's actions: jobs are queued, the rest happen now.
+    fn run(&mut self, i: usize, name: &str, acts: Vec<Action>) -> Result<(), TestCaseError> {
+        for a in acts {
+            let d = &mut self.devices[i];
+            match a {
+                Action::Fetch(t) => d.jobs.push_back((name.into(), Job::Fetch(t.digest))),
+                Action::CancelFetch => d
+                    .jobs
+                    .retain(|(n, j)| !(n == name && matches!(j, Job::Fetch(_)))),
+                Action::Install {
+                    target,
+                    slot,
+                    ticket,
+                } => d.jobs.push_back((
+                    name.into(),
+                    Job::Install {
+                        digest: target.digest,
+                        slot,
+                        ticket,
+                    },
+                )),
+                Action::LoadSlot { slot, ticket } => {
+                    d.jobs.push_back((name.into(), Job::Load { slot, ticket }))
+                }
+                Action::Activate(slot) => {
+                    let l = &d.models[name];
+                    let digest = l.slot(slot).map(|m| m.bundle);
+                    prop_assert!(digest.is_some(), "{name}: activated an empty slot");
+                    let digest = digest.unwrap();
+                    // The agent half: only the latest accepted directive's target.
+                    prop_assert_eq!(
+                        d.accepted.get(name),
+                        Some(&digest),
+                        "{} switched {} to a bundle its latest accepted directive does not name",
+                        DEVICES[i],
+                        name
+                    );
+                    // The bridge half, composed: holding the bridge's latest directive, the
+                    // device never activates what the bridge no longer intends.
+                    if self.retained.get(DEVICES[i]) == d.delivered.as_ref() && d.rejected.is_none()
+                    {
+                        let intended = desired::entries(&self.db.lock(), DEVICES[i])
+                            .unwrap()
+                            .into_iter()
+                            .find(|m| m.name == name)
+                            .map(|m| m.digest);
+                        prop_assert_eq!(
+                            intended,
+                            Some(digest),
+                            "{} activated {} of {}, which the bridge no longer intends",
+                            DEVICES[i],
+                            digest.to_hex(),
+                            name
+                        );
+                    }
+                    if let Some(seq) = self.forbidden[i].get(&digest.to_hex()) {
+                        prop_assert!(
+                            d.last_sequence < Some(*seq),
+                            "{} activated {}, taken back by an abort or rollback it has heard of",
+                            DEVICES[i],
+                            digest.to_hex()
+                        );
+                    }
+                    d.serving.insert(name.into(), digest);
+                }
+                Action::Unload => {
+                    d.serving.remove(name);
+                }
+                Action::FreeSlots | Action::Persist => {}
+                Action::Event { message, .. } => {
+                    prop_assert!(!message.trim().is_empty());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the device's oldest job (a download only while online).
+    fn io(&mut self, i: usize) -> Result<(), TestCaseError> {
+        let online = self.devices[i].online;
+        let pos = self.devices[i]
+            .jobs
+            .iter()
+            .position(|(_, j)| online || !matches!(j, Job::Fetch(_)));
+        let Some(pos) = pos else { return Ok(()) };
+        let (name, job) = self.devices[i].jobs.remove(pos).unwrap();
+        let now_ms = self.device_now(i) * 1000;
+        let ok = self.devices[i].inferences;
+        let Some(l) = self.devices[i].models.get_mut(&name) else {
+            return Ok(());
+        };
+        let acts = match job {
+            Job::Fetch(digest) => l.on_fetched(digest),
+            Job::Install {
+                digest,
+                slot,
+                ticket,
+            } => {
+                let version = self
+                    .digests
+                    .iter()
+                    .find(|(_, d)| **d == digest.to_hex())
+                    .map(|(v, _)| *v)
+                    .unwrap_or(0);
+                let m = outpost_protocol::wire::InstalledModel {
+                    bundle: digest,
+                    model: outpost_protocol::manifest::ModelRef {
+                        name: name.clone(),
+                        version,
+                    },
+                };
+                l.on_installed(ticket, digest, slot, Ok(m), now_ms, ok, 0)
+            }
+            Job::Load { slot, ticket } => l.on_slot_loaded(ticket, slot, Ok(()), now_ms, ok, 0),
+        };
+        self.run(i, &name, acts)?;
+        self.report(i);
+        Ok(())
+    }
+
+    /// Time passes on every device: inferences succeed, probation is judged.
+    fn tick(&mut self, secs: u64) -> Result<(), TestCaseError> {
+        self.clock.advance(Duration::from_secs(secs));
+        for i in 0..3 {
+            self.devices[i].inferences += 10 * secs;
+            let now_ms = self.device_now(i) * 1000;
+            let ok = self.devices[i].inferences;
+            let names: Vec<String> = self.devices[i].models.keys().cloned().collect();
+            for name in names {
+                let acts = self.devices[i]
+                    .models
+                    .get_mut(&name)
+                    .unwrap()
+                    .on_tick(now_ms, &CFG, ok, 0);
+                self.run(i, &name, acts)?;
+            }
+            self.report(i);
+        }
+        Ok(())
+    }
+
+    fn engine_pass(&mut self) -> Result<(), TestCaseError> {
+        if let Err(e) = self.fleet.step() {
+            prop_assert!(false, "the engine failed: {e}");
+        }
+        self.broker()
+    }
+
+    /// A new deployment targets these devices: whatever was taken back may be intended again.
+    fn retarget(&mut self, d: &outpost_bridge::fleet::DeploymentRecord) {
+        for (dev, _, _) in &d.devices {
+            if let Some(i) = DEVICES.iter().position(|x| x == dev) {
+                self.forbidden[i].clear();
+            }
+        }
+    }
+
+    /// An abort (`rollback == false`) or rollback of `before` was recorded: its target is
+    /// taken back from every device that had not finished (abort) or that ran something else
+    /// before (rollback), unless the device already reported running it (an abort pins a
+    /// device to what it runs).
+    fn taken_back(
+        &mut self,
+        before: &outpost_bridge::fleet::DeploymentRecord,
+        after: &outpost_bridge::fleet::DeploymentRecord,
+        rollback: bool,
+    ) {
+        use outpost_bridge::fleet::machine::DeviceStatus;
+        let c = self.db.lock();
+        for (dev, _, status) in &before.devices {
+            let Some(i) = DEVICES.iter().position(|x| x == dev) else {
+                continue;
+            };
+            let runs = desired::reported(&c, dev)
+                .unwrap()
+                .and_then(|s| s.model(MODEL).and_then(|m| m.active.clone()))
+                .map(|a| a.bundle.to_hex());
+            if runs.as_deref() == Some(&before.digest) {
+                continue;
+            }
+            let keep = if rollback {
+                false
+            } else {
+                matches!(status, DeviceStatus::Succeeded)
+                    || after
+                        .devices
+                        .iter()
+                        .any(|(d, _, s)| d == dev && matches!(s, DeviceStatus::Succeeded))
+            };
+            if keep {
+                continue;
+            }
+            let seq: i64 = c
+                .query_row(
+                    "SELECT COALESCE(MAX(sequence), 0) FROM directives WHERE device = ?1",
+                    [dev],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            self.forbidden[i].insert(before.digest.clone(), seq as u64);
+        }
+    }
+
+    fn deployment(&self, k: usize) -> Option<String> {
+        (!self.deployments.is_empty()).then(|| self.deployments[k % self.deployments.len()].clone())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op.clone() {
+            Op::Create {
+                version,
+                devices,
+                rollback,
+            } => match self.fleet.create(CreateDeployment {
+                model: MODEL.into(),
+                version: Some(version),
+                selector: Selector {
+                    ids: ids(devices),
+                    tags: Vec::new(),
+                },
+                strategy: strategy(rollback),
+                actor: "test".into(),
+                reason: "test".into(),
+                skip_gates: false,
+            }) {
+                Ok(d) => {
+                    self.retarget(&d);
+                    self.deployments.push(d.id)
+                }
+                Err(e) => refused(e)?,
+            },
+            Op::Pause(k) | Op::Resume(k) | Op::Abort(k) => {
+                if let Some(id) = self.deployment(k) {
+                    let cmd = match op {
+                        Op::Pause(_) => Command::Pause("hold".into()),
+                        Op::Resume(_) => Command::Resume,
+                        _ => Command::Abort("stop".into()),
+                    };
+                    let before = self.fleet.show(&id).unwrap();
+                    match self.fleet.command(&id, cmd, "test") {
+                        Ok(after) if matches!(op, Op::Abort(_)) => {
+                            self.taken_back(&before, &after, false)
+                        }
+                        Ok(_) => {}
+                        Err(e) => refused(e)?,
+                    }
+                }
+            }
+            Op::Rollback { deployment, to } => {
+                if let Some(id) = self.deployment(deployment) {
+                    let before = self.fleet.show(&id).unwrap();
+                    match self.fleet.rollback(RollbackRequest {
+                        id,
+                        to,
+                        actor: "test".into(),
+                        reason: "back".into(),
+                    }) {
+                        Ok(d) if !self.deployments.contains(&d.id) => {
+                            // A new deployment (of a finished one): new intent.
+                            self.retarget(&d);
+                            self.deployments.push(d.id)
+                        }
+                        Ok(after) => self.taken_back(&before, &after, true),
+                        Err(e) => refused(e)?,
+                    }
+                }
+            }
+            Op::Remove(mask) => {
+                if let Err(e) = self.fleet.remove_model(RemoveModel {
+                    model: MODEL.into(),
+                    selector: Selector {
+                        ids: ids(mask),
+                        tags: Vec::new(),
+                    },
+                    actor: "test".into(),
+                    reason: "off".into(),
+                }) {
+                    refused(e)?;
+                }
+            }
+            Op::Delete(v) => {
+                let r = registry::delete(
+                    &mut self.db.lock(),
+                    &self.audit,
+                    self.bundles.as_ref(),
+                    MODEL,
+                    v,
+                    "test",
+                    "cleanup",
+                );
+                match r {
+                    Ok(()) => {
+                        self.deleted.insert(self.digests[&v].clone());
+                    }
+                    Err(e) => refused(e)?,
+                }
+            }
+            Op::Offline(i) => self.devices[i].online = false,
+            Op::Online(i) => {
+                self.devices[i].online = true;
+                self.report(i);
+            }
+            Op::Skew(i, s) => self.devices[i].skew = s,
+            Op::Io(i) => self.io(i)?,
+            Op::Engine => self.engine_pass()?,
+            Op::Tick(s) => self.tick(s)?,
+            Op::Days(n) => self.tick(n * 86_400)?,
+            Op::Restart => {
+                // A new engine over the same database; on connecting to the broker it
+                // republishes every device's latest directive.
+                self.db = Db::open(&self.data).unwrap();
+                let (fleet, out) =
+                    engine(&self.db, &self.data, &self.key, &self.bundles, &self.clock);
+                self.fleet = fleet;
+                self.out = out;
+                self.fleet.republish_directives();
+            }
+        }
+        self.broker()?;
+        self.check()
+    }
+
+    /// Invariants that hold at every step.
+    fn check(&self) -> Result<(), TestCaseError> {
+        let c = self.db.lock();
+        for dev in DEVICES {
+            let want: Vec<(String, String)> = desired::entries(&c, dev)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.name, m.digest.to_hex()))
+                .collect();
+            for (_, digest) in &want {
+                prop_assert!(
+                    !self.deleted.contains(digest),
+                    "{dev}'s desired set names a deleted bundle"
+                );
+            }
+            let latest: Option<Vec<u8>> = c
+                .query_row(
+                    "SELECT body FROM directives WHERE device = ?1 ORDER BY sequence DESC LIMIT 1",
+                    [dev],
+                    |r| r.get(0),
+                )
+                .ok();
+            if let Some(body) = latest {
+                let ctx = DirectiveContext {
+                    device_id: dev,
+                    last_sequence: None,
+                    now: 0,
+                    max_skew: u64::MAX,
+                };
+                let listed: Vec<(String, String)> =
+                    match directive::verify(&body, &self.trust, ctx, &Limits::default()) {
+                        Ok(vd) => vd
+                            .directive()
+                            .models
+                            .iter()
+                            .map(|m| (m.name.clone(), m.digest.to_hex()))
+                            .collect(),
+                        Err(e) => return Err(TestCaseError::fail(format!("{dev}: {e}"))),
+                    };
+                prop_assert_eq!(&listed, &want, "{}'s latest directive is stale", dev);
+            } else {
+                prop_assert!(want.is_empty(), "{dev} has a desired set but no directive");
+            }
+        }
+        drop(c);
+        let unfinished = self
+            .fleet
+            .list(&DeploymentFilter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|d| !d.detail.terminal());
+        for d in unfinished {
+            prop_assert!(
+                !self.deleted.contains(&d.digest),
+                "unfinished deployment {} targets a deleted bundle",
+                d.id
+            );
+        }
+        Ok(())
+    }
+
+    /// Quiet: true clocks, everyone online, engine passes and IO until nothing changes.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        for i in 0..3 {
+            self.devices[i].skew = 0;
+            self.devices[i].online = true;
+            // Reconnecting: the broker delivers the retained directive again.
+            self.devices[i].delivered = None;
+            self.report(i);
+        }
+        self.broker()?;
+        for _ in 0..200 {
+            self.engine_pass()?;
+            for i in 0..3 {
+                while !self.devices[i].jobs.is_empty() {
+                    self.io(i)?;
+                    self.broker()?;
+                }
+            }
+            self.tick(3)?;
+            self.check()?;
+            let busy = self.devices.iter().any(|d| !d.jobs.is_empty())
+                || self
+                    .fleet
+                    .list(&DeploymentFilter::default())
+                    .unwrap()
+                    .iter()
+                    .any(|d| d.state == "running" || d.state == "rolling_back");
+            if !busy {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_device_ends_on_what_the_bridge_intends(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut w = World::new();
+        for op in &ops {
+            w.apply(op)?;
+        }
+        w.settle()?;
+        let c = w.db.lock();
+        for (i, dev) in DEVICES.iter().enumerate() {
+            let intended: BTreeMap<String, Digest> = desired::entries(&c, dev)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.name, m.digest))
+                .collect();
+            let d = &w.devices[i];
+            prop_assert!(d.rejected.is_none(), "{dev} refuses its directive when quiet: {:?}", d.rejected);
+            for (name, l) in &d.models {
+                prop_assert!(
+                    !matches!(l.reported_phase(), UpdatePhase::Failed | UpdatePhase::RolledBack)
+                        || l.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+                    "{dev}/{name} failed without a reason"
+                );
+            }
+            prop_assert_eq!(&d.serving, &intended, "{} does not run what the bridge intends", dev);
+            for digest in d.serving.values() {
+                prop_assert!(
+                    !w.forbidden[i].contains_key(&digest.to_hex()),
+                    "{dev} runs {}, which an abort or rollback took back", digest.to_hex()
+                );
+            }
+        }
+    }
+}
