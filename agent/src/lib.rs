@@ -22,6 +22,7 @@ pub mod config;
 pub mod drift;
 pub mod identity;
 pub mod link;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod recorder;

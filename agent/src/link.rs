@@ -380,7 +380,14 @@ async fn run(
                     }
                 }
             },
-            r = state.changed() => {
+            // Only while connected: taking this branch drops the `poll` future, and a
+            // poll dropped while it is connecting abandons that connection after its
+            // CONNECT went out. The broker then publishes that connection's Last-Will,
+            // and this loop — which saw no error — would reuse the session counter for
+            // the next connection, whose `online` the bridge then refuses as older than
+            // the Last-Will (the device shown offline while connected). At ConnAck the
+            // latest state is published anyway.
+            r = state.changed(), if *connected.borrow() => {
                 if r.is_err() { break; }
                 if *connected.borrow() {
                     publish_state(&state.borrow_and_update());

@@ -192,6 +192,7 @@ pub async fn start(
             None
         }
     };
+    let report = report_rx.clone();
     let (link, link_task) = link::start(
         &cfg.device_id,
         &cfg.broker,
@@ -213,14 +214,25 @@ pub async fn start(
         tx: served_tx,
         stats: recorder_stats.clone(),
     });
+    let http_conns = Arc::new(outpost_net::ConnStats::default());
+    let unix_conns = Arc::new(outpost_net::ConnStats::default());
+    let uplink = Arc::new(UplinkCounters::default());
     let router = crate::api::router(crate::api::ApiState::new(
         models.clone(),
         cfg.api.max_body_bytes,
         sink,
-    ));
+    ))
+    .merge(crate::metrics::routes(crate::metrics::Sources {
+        models: models.clone(),
+        store: store.clone(),
+        link: link.clone(),
+        uplink: uplink.clone(),
+        recorder: recorder_stats.clone(),
+        report,
+        http: http_conns.clone(),
+        unix: unix_conns.clone(),
+    }));
     let mut http_addr = None;
-    let http_conns = Arc::new(outpost_net::ConnStats::default());
-    let unix_conns = Arc::new(outpost_net::ConnStats::default());
     if let Some(addr) = cfg.api.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -252,7 +264,6 @@ pub async fn start(
     }
 
     let sync_wake = Arc::new(Notify::new());
-    let uplink = Arc::new(UplinkCounters::default());
     let (results_tx, results_rx) = mpsc::channel(256);
     let mut subs = subscribers;
     if store.is_some() {

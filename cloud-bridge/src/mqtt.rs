@@ -3,6 +3,7 @@
 //! events from an outbound queue (so no handler ever blocks the event loop).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use outpost_protocol::Limits;
@@ -38,8 +39,24 @@ pub struct Router {
     pub on_connect: Arc<dyn Fn(&MqttOut) + Send + Sync>,
     /// Device authentication.
     pub auth: Arc<crate::device_auth::DeviceAuth>,
+    /// Publish and connection counters (for `/metrics`).
+    pub stats: Arc<MqttStats>,
     /// The broker's packet limit, bytes.
     pub max_packet_bytes: usize,
+}
+
+/// The bridge's MQTT client counters.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    /// Messages handed to the client for publishing.
+    pub published: AtomicU64,
+    /// Publishes the client refused (its event loop is gone: the message is lost).
+    pub publish_failures: AtomicU64,
+    /// Messages dropped before publishing because they exceed the broker's packet limit
+    /// (publishing one would make the broker drop the bridge's connection).
+    pub oversize_dropped: AtomicU64,
+    /// Broker connection errors (each is followed by a reconnect attempt).
+    pub connection_errors: AtomicU64,
 }
 
 /// Messages refused for size or failed to publish: counted, and logged once per kind of
@@ -110,6 +127,7 @@ pub fn start(
     let (conn_tx, conn_rx) = watch::channel(false);
     let task = async move {
         let publisher = client.clone();
+        let stats = router.stats.clone();
         let mut pub_shutdown = shutdown.clone();
         let out_task = tokio::spawn(async move {
             let mut refused = Oversize::default();
@@ -121,10 +139,13 @@ pub fn start(
                             if len > max_packet {
                                 // Isolated to this message: dropped, counted, logged once
                                 // per kind of topic.
+                                stats.oversize_dropped.fetch_add(1, Relaxed);
                                 refused.note(&topic, len, max_packet);
                                 continue;
                             }
+                            stats.published.fetch_add(1, Relaxed);
                             if let Err(e) = publisher.publish(topic.clone(), QoS::AtLeastOnce, retain, payload).await {
+                                stats.publish_failures.fetch_add(1, Relaxed);
                                 refused.failed(&topic, &e.to_string());
                             }
                         }
@@ -150,6 +171,7 @@ pub fn start(
                     Ok(Event::Incoming(Packet::Publish(p))) => route(&router, &limits, p.topic, p.payload.to_vec()).await,
                     Ok(_) => {}
                     Err(e) => {
+                        router.stats.connection_errors.fetch_add(1, Relaxed);
                         if *conn_tx.borrow() {
                             tracing::warn!(error = %e, "bridge lost the broker; reconnecting");
                         }

@@ -305,7 +305,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         db.clone(),
         cfg.device_auth,
     ));
+    let mqtt_stats = Arc::new(mqtt::MqttStats::default());
     let router = Router {
+        stats: mqtt_stats.clone(),
         auth: device_auth.clone(),
         db: db.clone(),
         audit: audit.clone(),
@@ -358,6 +360,19 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             counters: Some((server.clone(), ingest_stats.clone())),
             gate: gate_stats.clone(),
             http: Some(http_conns.clone()),
+            metrics: Some(Arc::new(crate::metrics::BridgeMetrics::new(
+                crate::metrics::Sources {
+                    db: db.clone(),
+                    serving: server.clone(),
+                    ingest: ingest_stats.clone(),
+                    gate: gate_stats.clone(),
+                    device_auth: device_auth.clone(),
+                    mqtt: mqtt_stats.clone(),
+                    connected: connected.clone(),
+                    http: http_conns.clone(),
+                },
+            ))),
+            live: Some(crate::ui::LiveHub::new(db.clone(), shutdown_rx.clone())),
         };
         tasks.push(tokio::spawn(api::serve(
             l,

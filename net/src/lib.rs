@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod conns;
+pub mod metrics;
 mod serve;
 #[cfg(feature = "test-util")]
 pub mod testing;

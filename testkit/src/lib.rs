@@ -2,6 +2,8 @@
 //! signing keys with a trust directory, signed bundles of the committed model fixtures,
 //! signed directives, and polling.
 
+pub mod prom;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

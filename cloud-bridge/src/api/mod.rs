@@ -63,6 +63,10 @@ pub struct ApiState {
     pub gate: Option<std::sync::Arc<crate::broker::GateStats>>,
     /// The API listener's connection counters (None outside `serve`).
     pub http: Option<Arc<ConnStats>>,
+    /// `GET /metrics` (None outside `serve`).
+    pub metrics: Option<Arc<crate::metrics::BridgeMetrics>>,
+    /// The dashboard's live-update feed (None outside `serve`).
+    pub live: Option<crate::ui::LiveHub>,
 }
 
 /// Largest request body (no route uploads files).
@@ -171,6 +175,12 @@ pub const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         method: "get",
+        path: "/metrics",
+        role: Some(Role::Viewer),
+        summary: "Prometheus metrics (text format 0.0.4; OpenMetrics by Accept)",
+    },
+    RouteDoc {
+        method: "get",
         path: "/v1/models",
         role: Some(Role::Viewer),
         summary: "List/search models (?name=, ?tag=k=v, ?lineage=k=v)",
@@ -265,6 +275,7 @@ pub fn router(st: ApiState) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/v1/stats", get(h::stats))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/v1/models", get(h::list_models))
         .route(
             "/v1/models/{name}/{version}",
@@ -290,6 +301,7 @@ pub fn router(st: ApiState) -> Router {
             axum::routing::post(h::deployment_action),
         )
         .route("/v1/drift", get(h::drift))
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st)
