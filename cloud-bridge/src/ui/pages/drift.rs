@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use maud::{Markup, html};
+use outpost_protocol::records::{self, InferenceReport, Telemetry};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -57,27 +58,6 @@ struct Series {
     values: Vec<Option<f64>>,
 }
 
-/// The part of an inference telemetry record the charts read: its drift summary, as the
-/// agent writes it (`outpost_agent::drift::DriftSummary`). Records without one (drift not
-/// configured) are skipped.
-#[derive(Debug, Deserialize)]
-struct InferenceTelemetry {
-    drift: Option<DriftFigures>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DriftFigures {
-    psi_max: f64,
-    ks_max: Option<f64>,
-}
-
-/// One of a device's worst features, as the agent reports it (`FeatureDrift`).
-#[derive(Debug, Deserialize)]
-struct TopFeature {
-    feature: String,
-    psi: f64,
-}
-
 /// Charts of `model` v`version`: each device's largest PSI (or, for one device, its PSI
 /// and KS), binned to at most [`MAX_POINTS`] points.
 fn charts_for(
@@ -103,14 +83,14 @@ fn charts_for(
     let mut points: Vec<(String, u64, f64)> = Vec::new();
     for row in rows {
         let (dev, ts, body) = row?;
-        let Ok(InferenceTelemetry { drift: Some(d) }) = serde_json::from_str(&body) else {
+        let Ok(Telemetry::Inference(InferenceReport { drift: Some(d), .. })) =
+            records::decode(body.as_bytes())
+        else {
             continue;
         };
         if device.is_some() {
             points.push(("PSI".into(), ts, d.psi_max));
-            if let Some(ks) = d.ks_max {
-                points.push(("KS".into(), ts, ks));
-            }
+            points.push(("KS".into(), ts, d.ks_max));
         } else {
             points.push((dev, ts, d.psi_max));
         }
@@ -255,13 +235,6 @@ pub async fn page(
     ))
 }
 
-/// The worst features of a report, skipping entries of another shape (a newer agent).
-fn top_features(top: &[serde_json::Value]) -> Vec<TopFeature> {
-    top.iter()
-        .filter_map(|t| TopFeature::deserialize(t).ok())
-        .collect()
-}
-
 fn body(v: &DriftView) -> Markup {
     html! {
         h2 { "By model version" }
@@ -312,7 +285,7 @@ fn body(v: &DriftView) -> Markup {
                             td { @if d.drifting { (badge("bad", "drifting")) } @else { (badge("ok", "no")) } }
                             td { (num(d.psi_max, 3)) }
                             td { (num(d.ks_max, 3)) }
-                            td { @for t in top_features(&d.top).iter().take(3) {
+                            td { @for t in d.top.iter().take(3) {
                                 span.tag { (t.feature) " " (num(t.psi, 2)) } " "
                             } }
                             td { (time_ms(d.window_start_ms)) }
