@@ -29,3 +29,4 @@ pub mod registry;
 pub mod server;
 pub mod serving;
 pub mod ui;
+pub mod watch;

@@ -427,6 +427,15 @@ enum DeployCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a deployment until it ends or pauses (progress on stderr). Exit code: 0
+    /// succeeded, 3 rolled back, 4 aborted, 5 paused.
+    Watch {
+        /// Id.
+        id: String,
+        /// JSON output (the final record, on stdout).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one deployment.
     Show {
         /// Id.
@@ -536,6 +545,9 @@ struct CreateArgs {
     /// Roll out without the canary gates (operator role; needs --reason; audited).
     #[arg(long)]
     skip_gates: bool,
+    /// Follow it until it ends or pauses, as `deploy watch` (exit code says how).
+    #[arg(long)]
+    wait: bool,
     /// Why.
     #[arg(long, default_value = "")]
     reason: String,
@@ -601,6 +613,7 @@ enum TokenCmd {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_on_closed_stdout();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -1251,6 +1264,40 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
     Ok(ExitCode::SUCCESS)
 }
 
+/// `deploy watch`: progress on stderr (a bar on a terminal, a line per change otherwise),
+/// the final record on stdout, the ending as the exit code.
+fn follow(
+    f: &fleet::FleetHandle,
+    id: &str,
+    json: bool,
+    show: &dyn Fn(&fleet::DeploymentRecord, bool),
+) -> Result<ExitCode, CliError> {
+    use outpost_bridge::watch::{Progress, watch};
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut last = String::new();
+    let (d, ending) = watch(f, id, std::time::Duration::from_millis(500), |d| {
+        let p = Progress::of(d);
+        let line = p.line();
+        if tty {
+            bar.set_length(p.devices as u64);
+            bar.set_position(p.succeeded as u64);
+            bar.set_message(line);
+        } else if line != last {
+            eprintln!("{id} {line}");
+            last = line;
+        }
+    })?;
+    bar.finish_and_clear();
+    show(&d, json);
+    Ok(ExitCode::from(ending as u8))
+}
+
 fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, CliError> {
     use fleet::machine::Command;
     let l = Local::open(&data_dir)?;
@@ -1302,6 +1349,9 @@ fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, Cl
                 reason: a.reason,
                 skip_gates: a.skip_gates,
             })?;
+            if a.wait {
+                return follow(&f, &d.id, a.json, &show);
+            }
             show(&d, a.json);
         }
         DeployCmd::List {
@@ -1325,6 +1375,7 @@ fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, Cl
             });
         }
         DeployCmd::Show { id, json } => show(&f.show(&id)?, json),
+        DeployCmd::Watch { id, json } => return follow(&f, &id, json, &show),
         DeployCmd::Pause(a) => show(&f.command(&a.id, Command::Pause(a.reason), &who)?, a.json),
         DeployCmd::Resume(a) => show(&f.command(&a.id, Command::Resume, &who)?, a.json),
         DeployCmd::Abort(a) => show(&f.command(&a.id, Command::Abort(a.reason), &who)?, a.json),

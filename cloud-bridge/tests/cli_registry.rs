@@ -319,3 +319,26 @@ fn device_add_issues_a_config_the_agent_accepts() {
         text(&o)
     );
 }
+
+#[test]
+fn a_listing_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(register(&data, &[]).status.success());
+    for args in [&["model", "list"][..], &["audit", "--json"][..]] {
+        // `… | head -0`: the reader is gone before the first line is written.
+        let mut child = bridge()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -51,14 +51,25 @@ async fn a_wave_whose_devices_never_report_fails_by_timeout() {
             "2",
             "--on-trip",
             "pause",
+            "--wait",
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // --wait follows it until the trip pauses it: exit code 5, the final record (pure
+    // JSON) on stdout, progress with waves numbered 1..N on stderr.
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["state"], "paused", "{rec}");
+    let progress = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        progress.contains("wave 1/2") && progress.contains("paused: wave 1/2"),
+        "{progress}"
+    );
+    let id = rec["id"].as_str().unwrap().to_owned();
+    // Watching a deployment that already ended returns at once with the same ending.
+    let o = cli(&data, &["deploy", "watch", &id]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("paused"), "{}", text(&o));
     assert!(
         wait_until(20, || b.fleet.show(&id).unwrap().state == "paused").await,
         "{:?}",
@@ -164,6 +175,28 @@ async fn pause_resume_and_abort_from_the_cli_reach_the_running_bridge() {
             .success()
     );
     assert_eq!(state(&data, &id), "aborted");
+    let o = cli(&data, &["deploy", "watch", &id, "--json"]);
+    assert_eq!(o.status.code(), Some(4), "aborted: {}", text(&o));
+    // Deployed again and followed to the end: exit 0.
+    let o = cli(
+        &data,
+        &[
+            "deploy",
+            "create",
+            "--model",
+            "vib",
+            "--device",
+            "gw-cli",
+            "--skip-gates",
+            "--reason",
+            "again",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["state"], "succeeded", "{rec}");
     let o = cli(&data, &["deploy", "list", "--state", "aborted", "--json"]);
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0]["id"],

@@ -77,6 +77,9 @@ pub struct DemoOptions {
     pub keep_running: bool,
     /// Print progress.
     pub verbose: bool,
+    /// People's output (progress, the table, how to explore) goes to stderr, so stdout
+    /// carries only the JSON report (`demo --json`).
+    pub human_on_stderr: bool,
     /// Keep the bridge's and gateways' data here instead of a temporary directory.
     pub data_dir: Option<PathBuf>,
 }
@@ -90,6 +93,7 @@ impl Default for DemoOptions {
             offline_for: Duration::from_secs(12),
             keep_running: false,
             verbose: true,
+            human_on_stderr: false,
             data_dir: None,
         }
     }
@@ -167,16 +171,25 @@ fn err(e: impl std::fmt::Display) -> DemoError {
 struct Ctx {
     started: Instant,
     verbose: bool,
+    stderr: bool,
 }
 
 impl Ctx {
     fn say(&self, m: impl AsRef<str>) {
         if self.verbose {
-            println!(
+            self.human(format!(
                 "[{:>6.1}s] {}",
                 self.started.elapsed().as_secs_f64(),
                 m.as_ref()
-            );
+            ));
+        }
+    }
+
+    fn human(&self, line: impl std::fmt::Display) {
+        if self.stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
         }
     }
 }
@@ -378,6 +391,7 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
     let ctx = Ctx {
         started: Instant::now(),
         verbose: o.verbose,
+        stderr: o.human_on_stderr,
     };
     let tmp = tempfile::Builder::new()
         .prefix("outpost-demo-")
@@ -774,7 +788,7 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
     ));
     let rows = report::rows(&phases, &bridge, &fleet);
     let lost = rows.iter().map(|r| r.lost).sum();
-    println!("\n{}\n", report::table(&rows));
+    ctx.human(format!("\n{}\n", report::table(&rows)));
     let api = bridge.http_addr;
     let rep = DemoReport {
         rows,
@@ -798,14 +812,18 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
         ridge_unchanged,
     };
     if let Some(a) = api {
-        println!("Bridge API: http://{a}/openapi.json — admin token: {token}");
-        println!("  curl -H 'Authorization: Bearer {token}' http://{a}/v1/deployments");
+        ctx.human(format!(
+            "Bridge API: http://{a}/openapi.json — admin token: {token}"
+        ));
+        ctx.human(format!(
+            "  curl -H 'Authorization: Bearer {token}' http://{a}/v1/deployments"
+        ));
         if !o.keep_running {
-            println!("  (the demo's bridge stops now; run with --keep-running to explore it)");
+            ctx.human("  (the demo's bridge stops now; run with --keep-running to explore it)");
         }
     }
     if o.keep_running {
-        println!("Keeping the bridge and the fleet running; press Ctrl-C to stop.");
+        ctx.human("Keeping the bridge and the fleet running; press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
     fleet.shutdown(Duration::from_secs(5)).await;

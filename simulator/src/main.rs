@@ -55,6 +55,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    outpost_bridge::cli::quiet_on_closed_stdout();
     // rumqttd logs every client disconnect at ERROR; keep it quiet unless asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "error,rumqttd=off".into());
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
                 offline: 5.min(devices.saturating_sub(1)),
                 offline_for: Duration::from_secs(12),
                 verbose: true,
+                human_on_stderr: json,
                 data_dir,
             };
             match rt.block_on(outpost_sim::demo::run(o)) {
@@ -96,7 +98,7 @@ fn main() -> ExitCode {
                         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                     }
                     if r.ok() {
-                        println!(
+                        eprintln!(
                             "demo ok: lost 0 records; v1 {}; v2 {}; v3 on {}/{} gateways; {} models per gateway ({} {} on {}/{})",
                             r.v1_state,
                             r.v2_state,
