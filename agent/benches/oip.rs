@@ -6,6 +6,9 @@
 //!
 //! The clients are hyper HTTP/1.1 connections on loopback; the server is the agent's real
 //! router (axum) on a real TCP listener. "Added" is the OIP p50 minus the engine's p50.
+//! A second baseline, the HTTP floor, is an axum route on the same server that reads the
+//! same body and answers a fixed small JSON: what loopback HTTP/1.1 costs on this machine
+//! before any inference work. "OIP layer" = OIP p50 − floor p50 − engine p50.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,7 +73,11 @@ async fn connect(addr: SocketAddr) -> Sender {
 }
 
 async fn send(s: &mut Sender, body: &Body) {
-    let mut req = Request::post("/v2/models/vibration/infer")
+    send_to(s, body, "/v2/models/vibration/infer").await
+}
+
+async fn send_to(s: &mut Sender, body: &Body, path: &str) {
+    let mut req = Request::post(path)
         .header("host", "localhost")
         .header("content-type", "application/json");
     if let Some(n) = body.header_len {
@@ -88,15 +95,15 @@ async fn send(s: &mut Sender, body: &Body) {
     std::hint::black_box(b);
 }
 
-async fn latencies(addr: SocketAddr, body: &Body, n: usize) -> Vec<f64> {
+async fn latencies(addr: SocketAddr, body: &Body, n: usize, path: &str) -> Vec<f64> {
     let mut s = connect(addr).await;
     for _ in 0..200 {
-        send(&mut s, body).await;
+        send_to(&mut s, body, path).await;
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        send(&mut s, body).await;
+        send_to(&mut s, body, path).await;
         out.push(t.elapsed().as_secs_f64() * 1e6);
     }
     out
@@ -168,24 +175,41 @@ fn main() {
     let addr = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let app = router(ApiState::new(models, 8 << 20, None));
+        let floor = axum::Router::new().route(
+            "/floor",
+            axum::routing::post(|b: Bytes| async move {
+                std::hint::black_box(b);
+                axum::Json(serde_json::json!({"ok": true}))
+            }),
+        );
+        let app = router(ApiState::new(models, 8 << 20, None)).merge(floor);
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
         addr
     });
     println!("engine (in process): p50 {e50:.1} µs, p99 {e99:.1} µs");
     println!(
-        "{:<8} {:>9} {:>9} {:>11} {:>12} {:>12}",
-        "body", "p50 µs", "p99 µs", "added p50", "1 client/s", "8 clients/s"
+        "{:<8} {:>9} {:>9} {:>11} {:>10} {:>10} {:>12} {:>12}",
+        "body",
+        "p50 µs",
+        "p99 µs",
+        "added p50",
+        "floor p50",
+        "OIP layer",
+        "1 client/s",
+        "8 clients/s"
     );
     for (name, body) in [("json", json_body(&x)), ("binary", binary_body(&x))] {
         let body = Arc::new(body);
-        let mut l = rt.block_on(latencies(addr, &body, 20_000));
+        let mut l = rt.block_on(latencies(addr, &body, 20_000, "/v2/models/vibration/infer"));
         let (p50, p99) = (quantile(&mut l, 0.5), quantile(&mut l, 0.99));
+        let mut f = rt.block_on(latencies(addr, &body, 20_000, "/floor"));
+        let floor = quantile(&mut f, 0.5);
         let one = rt.block_on(throughput(addr, body.clone(), 1, Duration::from_secs(3)));
         let eight = rt.block_on(throughput(addr, body.clone(), 8, Duration::from_secs(3)));
         println!(
-            "{name:<8} {p50:>9.1} {p99:>9.1} {:>11.1} {one:>12.0} {eight:>12.0}",
-            p50 - e50
+            "{name:<8} {p50:>9.1} {p99:>9.1} {:>11.1} {floor:>10.1} {:>10.1} {one:>12.0} {eight:>12.0}",
+            p50 - e50,
+            p50 - floor - e50
         );
     }
 }

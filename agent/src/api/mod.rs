@@ -47,6 +47,10 @@ use crate::recorder::{RecorderStats, Served};
 /// Inferences running at once per CPU (more wait for a slot).
 pub const MAX_CONCURRENT: usize = 2;
 
+/// Largest measured model cost run inline on an async worker, µs (tokio's guidance: a task
+/// should not run more than 10–100 µs between awaits).
+pub const INLINE_BUDGET_US: f64 = 50.0;
+
 /// Where served answers go for capture and drift.
 #[derive(Clone)]
 pub struct ServedSink {
@@ -90,6 +94,27 @@ impl ApiState {
             served,
             slots: Arc::new(Semaphore::new(cpus * MAX_CONCURRENT)),
         }
+    }
+
+    /// Runs a model call `f` on `samples` samples of `model`: inline on the async worker
+    /// when the model's measured cost for them is under [`INLINE_BUDGET_US`] (handing it to
+    /// another thread and back costs more than that: two cross-thread wake-ups, ~50 µs
+    /// each on a virtualised gateway), else on the blocking pool once a slot is free. A
+    /// model not yet measured runs on the pool.
+    async fn run_model<T: Send + 'static>(
+        &self,
+        model: &ActiveModel,
+        samples: u64,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let cheap = model
+            .stats
+            .mean_sample_us()
+            .is_some_and(|us| us * samples.max(1) as f64 <= INLINE_BUDGET_US);
+        if cheap {
+            return Ok(f());
+        }
+        self.blocking(f).await
     }
 
     /// Runs `f` on the blocking pool once a slot is free.

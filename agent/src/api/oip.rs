@@ -327,7 +327,15 @@ async fn run_infer(
     let start = Instant::now();
     let a = active.clone();
     let inputs = p.inputs;
-    let r: Result<Scored, InferenceError> = st.blocking(move || a.score(inputs)).await?;
+    // Rows of the batch (the first dimension), for the cost estimate.
+    let samples = inputs
+        .iter()
+        .map(|t| t.shape.first().copied().unwrap_or(1) as u64)
+        .max()
+        .unwrap_or(1);
+    let r: Result<Scored, InferenceError> = st
+        .run_model(&active, samples, move || a.score(inputs))
+        .await?;
     st.models.touch();
     let scored = r.map_err(|e| ApiError::new(status_of(&e), e.to_string()))?;
     tracing::trace!(model = %name, us = start.elapsed().as_micros() as u64, "infer");

@@ -251,7 +251,10 @@ async fn predict(
     let start = Instant::now();
     let a = active.clone();
     let rs = rows.rows;
-    let r: Result<Scored, InferenceError> = st.blocking(move || a.score_rows(&rs)).await?;
+    let samples = rs.len() as u64;
+    let r: Result<Scored, InferenceError> = st
+        .run_model(&active, samples, move || a.score_rows(&rs))
+        .await?;
     st.models.touch();
     let scored = r.map_err(|e| {
         if e.is_client_error() {

@@ -83,6 +83,12 @@ impl ModelStats {
         (r - e.min(r), e)
     }
 
+    /// Mean run time per scored sample so far, µs (`None` before the first success).
+    pub fn mean_sample_us(&self) -> Option<f64> {
+        let samples = self.samples.load(Relaxed);
+        (samples > 0).then(|| self.latency_sum_us.load(Relaxed) as f64 / samples as f64)
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
