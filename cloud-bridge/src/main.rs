@@ -449,8 +449,9 @@ enum DeployCmd {
     /// Resume a paused deployment.
     Resume(ActionArgs),
     /// Abort: devices that finished keep the new model, the others are pinned to what
-    /// they run (a download in progress is cancelled).
-    Abort(ActionArgs),
+    /// they run (a download in progress is cancelled); --rollback sends every switched
+    /// device back to its previous model instead.
+    Abort(AbortArgs),
     /// Roll back: an unfinished deployment sends its switched devices back; a finished one
     /// gets a new deployment returning each device to its previous version (or --to).
     Rollback(RollbackArgs),
@@ -499,6 +500,15 @@ struct ActionArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct AbortArgs {
+    #[command(flatten)]
+    action: ActionArgs,
+    /// Send switched devices back to their previous model instead of pinning them.
+    #[arg(long)]
+    rollback: bool,
 }
 
 #[derive(Args)]
@@ -1378,7 +1388,17 @@ fn deploy(data_dir: PathBuf, who: String, cmd: DeployCmd) -> Result<ExitCode, Cl
         DeployCmd::Watch { id, json } => return follow(&f, &id, json, &show),
         DeployCmd::Pause(a) => show(&f.command(&a.id, Command::Pause(a.reason), &who)?, a.json),
         DeployCmd::Resume(a) => show(&f.command(&a.id, Command::Resume, &who)?, a.json),
-        DeployCmd::Abort(a) => show(&f.command(&a.id, Command::Abort(a.reason), &who)?, a.json),
+        DeployCmd::Abort(AbortArgs {
+            action: a,
+            rollback,
+        }) => {
+            let cmd = if rollback {
+                Command::Rollback(a.reason)
+            } else {
+                Command::Abort(a.reason)
+            };
+            show(&f.command(&a.id, cmd, &who)?, a.json)
+        }
         DeployCmd::Rollback(a) => show(
             &f.rollback(fleet::RollbackRequest {
                 id: a.id,

@@ -197,6 +197,62 @@ async fn pause_resume_and_abort_from_the_cli_reach_the_running_bridge() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rec["state"], "succeeded", "{rec}");
+    let v1 = a.models.only().unwrap().info.bundle;
+
+    // v2 to gw-cli (the canary) and a device that never reports (so the deployment is
+    // still running), then `abort --rollback`: gw-cli goes back to v1.
+    register(&b, "vibration-anomaly", "vib");
+    outpost_bridge::devices::ensure(&b.db.lock(), &b.audit, "gw-silent", &Default::default())
+        .unwrap();
+    let o = cli(
+        &data,
+        &[
+            "deploy",
+            "create",
+            "--model",
+            "vib:2",
+            "--device",
+            "gw-cli",
+            "--device",
+            "gw-silent",
+            "--waves",
+            "0,1",
+            "--timeout-secs",
+            "120",
+            "--skip-gates",
+            "--reason",
+            "v2",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let id2 = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        wait_until(30, || a.models.only().is_some_and(|m| m.info.bundle != v1)).await,
+        "gw-cli switched to v2"
+    );
+    let o = cli(
+        &data,
+        &[
+            "deploy",
+            "abort",
+            &id2,
+            "--rollback",
+            "--reason",
+            "changed my mind",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        wait_until(30, || a.models.only().is_some_and(|m| m.info.bundle == v1)).await,
+        "abort --rollback sent gw-cli back to v1"
+    );
+    // gw-silent never confirms, so the rollback may still be waiting for it.
+    let st = b.fleet.show(&id2).unwrap().state;
+    assert!(st == "rolling_back" || st == "rolled_back", "{st}");
     let o = cli(&data, &["deploy", "list", "--state", "aborted", "--json"]);
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0]["id"],
