@@ -160,22 +160,26 @@ impl EventBus {
     }
 }
 
-fn post(url: &str, body: &str) -> Result<(), String> {
+fn post(url: &str, body: &str, headers: &[(&'static str, String)]) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .http_status_as_error(true)
         .build()
         .into();
-    agent
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let mut req = agent.post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    req.send(body).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Delivers the outbox until shutdown.
-pub async fn run_webhooks(db: Db, mut shutdown: watch::Receiver<bool>) {
+/// Delivers the outbox until shutdown, each POST signed with `secret` (Standard Webhooks
+/// headers; the message id `msg_{outbox row}` is the same on every retry).
+pub async fn run_webhooks(
+    db: Db,
+    secret: crate::webhook_sign::WebhookSecret,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -198,7 +202,8 @@ pub async fn run_webhooks(db: Db, mut shutdown: watch::Receiver<bool>) {
         };
         for (id, url, body, attempts) in due {
             let u = url.clone();
-            let r = tokio::task::spawn_blocking(move || post(&u, &body))
+            let headers = secret.headers(&format!("msg_{id}"), now(), body.as_bytes());
+            let r = tokio::task::spawn_blocking(move || post(&u, &body, &headers))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
             let c = db.lock();

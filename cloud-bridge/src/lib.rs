@@ -30,3 +30,4 @@ pub mod server;
 pub mod serving;
 pub mod ui;
 pub mod watch;
+pub mod webhook_sign;

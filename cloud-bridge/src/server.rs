@@ -296,8 +296,14 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         ingest_stats.clone(),
         shutdown_rx.clone(),
     )));
+    let webhook_secret = crate::webhook_sign::WebhookSecret::load_or_create(&cfg.data_dir)
+        .map_err(|e| ServeError::Io {
+            what: "webhook secret".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     tasks.push(tokio::spawn(crate::events::run_webhooks(
         db.clone(),
+        webhook_secret,
         shutdown_rx.clone(),
     )));
     let republish = fleet.clone();

@@ -15,8 +15,11 @@ use outpost_protocol::uplink::{Record, UplinkBatch};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A received webhook: its headers (lower-cased names) and body.
+type Hook = (Vec<(String, String)>, String);
+
 /// A webhook receiver that answers 500 to the first `fail` requests, then 200.
-async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<Hook>>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -50,13 +53,16 @@ async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<String>>>) {
                 }
             }
             let t = String::from_utf8_lossy(&buf[..n]).to_string();
-            let body = t
-                .split_once("\r\n\r\n")
-                .map(|x| x.1.to_owned())
-                .unwrap_or_default();
+            let (head, body) = t.split_once("\r\n\r\n").unwrap_or_default();
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+                .collect();
             let count = {
                 let mut v = g.lock().unwrap();
-                v.push(body);
+                v.push((headers, body.to_owned()));
                 v.len()
             };
             let status = if count <= fail {
@@ -146,8 +152,41 @@ async fn events_go_to_the_event_topic_and_to_webhooks_with_retries() {
         "{} webhook calls",
         got.lock().unwrap().len()
     );
-    let bodies = got.lock().unwrap().clone();
-    assert!(bodies[0].contains("deployment_created") && bodies[0] == bodies[2]);
+    let hooks = got.lock().unwrap().clone();
+    assert!(hooks[0].1.contains("deployment_created") && hooks[0].1 == hooks[2].1);
+
+    // Signed per Standard Webhooks with the bridge's secret: the same webhook-id on every
+    // retry, a fresh timestamp, v1 = base64(HMAC-SHA256(key, "{id}.{ts}.{body}")).
+    use base64::Engine;
+    let secret = std::fs::read_to_string(dir.path().join("webhook.secret")).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim().strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let header = |h: &Hook, name: &str| {
+        h.0.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} header: {:?}", h.0))
+    };
+    let now = outpost_bridge::db::now();
+    for h in &hooks[..3] {
+        assert_eq!(header(h, "webhook-id"), header(&hooks[0], "webhook-id"));
+        let ts: u64 = header(h, "webhook-timestamp").parse().unwrap();
+        assert!(ts.abs_diff(now) < 120, "timestamp {ts} vs now {now}");
+        let mac = ring::hmac::sign(
+            &key,
+            format!("{}.{ts}.{}", header(h, "webhook-id"), h.1).as_bytes(),
+        );
+        let want = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.as_ref())
+        );
+        assert!(
+            header(h, "webhook-signature").split(' ').any(|s| s == want),
+            "signature does not verify"
+        );
+    }
     let (attempts, delivered): (i64, i64) =
         b.db.lock()
             .query_row(
