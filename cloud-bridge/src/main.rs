@@ -619,6 +619,20 @@ enum TokenCmd {
         /// viewer | operator | admin.
         #[arg(long)]
         role: String,
+        /// Replace an existing token of that name (its old secret stops working).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List tokens (names, roles, creation times; never secrets).
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token (it stops working at once).
+    Revoke {
+        /// Token name.
+        name: String,
     },
 }
 
@@ -868,21 +882,45 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             });
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Token {
-            cmd: TokenCmd::Add { name, role },
-        } => {
-            let role = role.parse().map_err(CliError)?;
+        Cmd::Token { cmd } => {
+            use outpost_bridge::auth;
             let l = Local::open(&cli.data_dir)?;
-            let t = outpost_bridge::auth::add_token(&l.db.lock(), &name, role)?;
-            l.audit.append(
-                &l.db.lock(),
-                &who,
-                "token.add",
-                &name,
-                "",
-                &serde_json::json!({"role": role}),
-            )?;
-            println!("{t}");
+            let c = l.db.lock();
+            match cmd {
+                TokenCmd::Add {
+                    name,
+                    role,
+                    replace,
+                } => {
+                    let role = role.parse().map_err(CliError)?;
+                    println!(
+                        "{}",
+                        auth::issue_token(&c, &l.audit, &name, role, replace, &who)?
+                    );
+                }
+                TokenCmd::List { json } => {
+                    let rows = auth::list_tokens(&c)?;
+                    output(json, &rows, || {
+                        table(
+                            &["NAME", "ROLE", "CREATED"],
+                            &rows
+                                .iter()
+                                .map(|t| {
+                                    vec![
+                                        t.name.clone(),
+                                        t.role.as_str().into(),
+                                        outpost_protocol::time::rfc3339(t.created_at),
+                                    ]
+                                })
+                                .collect::<Vec<_>>(),
+                        )
+                    });
+                }
+                TokenCmd::Revoke { name } => {
+                    auth::revoke_token(&c, &l.audit, &name, &who)?;
+                    println!("token {name} revoked");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -342,3 +342,74 @@ fn a_listing_into_a_closed_pipe_exits_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn tokens_are_listed_replaced_only_when_asked_and_revoked() {
+    use outpost_bridge::auth::{Role, TokenInfo, lookup};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let add = |extra: &[&str]| {
+        let mut a = vec!["token", "add", "ci", "--role", "viewer"];
+        a.extend_from_slice(extra);
+        cli(&data, &a)
+    };
+    let o = add(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let db = || outpost_bridge::db::Db::open(&data).unwrap();
+    assert_eq!(
+        lookup(&db().lock(), &first).unwrap(),
+        Some(("ci".into(), Role::Viewer))
+    );
+
+    // Re-adding a name is refused, naming --replace; the first secret keeps working.
+    let o = add(&[]);
+    assert!(
+        !o.status.success() && text(&o).contains("--replace"),
+        "{}",
+        text(&o)
+    );
+    assert!(lookup(&db().lock(), &first).unwrap().is_some());
+    let o = cli(
+        &data,
+        &["token", "add", "ci", "--role", "operator", "--replace"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let second = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert_eq!(lookup(&db().lock(), &first).unwrap(), None, "replaced");
+    assert_eq!(
+        lookup(&db().lock(), &second).unwrap(),
+        Some(("ci".into(), Role::Operator))
+    );
+
+    // The listing names roles and never a secret or a hash.
+    let o = cli(&data, &["token", "list", "--json"]);
+    let rows: Vec<TokenInfo> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].role),
+        ("ci", Role::Operator)
+    );
+    let raw = String::from_utf8_lossy(&o.stdout);
+    assert!(!raw.contains(&second) && !raw.contains("hash"), "{raw}");
+
+    // Revoked: it stops working; revoking again says there is no such token.
+    assert!(cli(&data, &["token", "revoke", "ci"]).status.success());
+    assert_eq!(lookup(&db().lock(), &second).unwrap(), None);
+    let o = cli(&data, &["token", "revoke", "ci"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no token named"),
+        "{}",
+        text(&o)
+    );
+    let log = json(&cli(&data, &["audit", "--json"]));
+    for action in ["token.add", "token.replace", "token.revoke"] {
+        assert!(
+            log.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action),
+            "{action} not audited"
+        );
+    }
+}
