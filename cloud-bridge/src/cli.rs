@@ -251,6 +251,54 @@ fn phase(p: outpost_protocol::wire::UpdatePhase) -> String {
 
 /// `device show` as text: the device, then one row per model — what it runs, its rollback
 /// version, what the bridge wants, where its update is — and any refused directive.
+/// `device show`: the device view, its latest telemetry and its recent events.
+#[derive(Debug, Serialize)]
+pub struct DeviceShow {
+    /// Reported state and desired set.
+    #[serde(flatten)]
+    pub view: crate::fleet::DeviceView,
+    /// The latest report of each kind (inference: per model).
+    pub telemetry: Vec<crate::telemetry::TelemetryRow>,
+    /// The newest events, newest first.
+    pub events: Vec<crate::telemetry::EventRow>,
+}
+
+/// `device show` as text.
+pub fn device_show_text(d: &DeviceShow) -> String {
+    let mut s = device_text(&d.view);
+    s += "
+
+latest telemetry:";
+    if d.telemetry.is_empty() {
+        s += " none";
+    }
+    for t in &d.telemetry {
+        s += &format!(
+            "
+  {}  {:<9} {}",
+            outpost_protocol::time::rfc3339(t.ts_ms / 1000),
+            t.report.kind(),
+            crate::telemetry::summary(&t.report)
+        );
+    }
+    s += "
+recent events:";
+    if d.events.is_empty() {
+        s += " none";
+    }
+    for e in &d.events {
+        s += &format!(
+            "
+  {}  {}: {}",
+            outpost_protocol::time::rfc3339(e.ts_ms / 1000),
+            e.kind,
+            e.message
+        );
+    }
+    s
+}
+
+/// `device show`'s device and model table.
 pub fn device_text(v: &crate::fleet::DeviceView) -> String {
     let d = &v.device;
     let mut out = format!(

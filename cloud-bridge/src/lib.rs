@@ -28,6 +28,7 @@ pub mod profile;
 pub mod registry;
 pub mod server;
 pub mod serving;
+pub mod telemetry;
 pub mod ui;
 pub mod watch;
 pub mod webhook_sign;

@@ -88,6 +88,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DriftCmd,
     },
+    /// What devices sent.
+    Telemetry {
+        #[command(subcommand)]
+        cmd: TelemetryCmd,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -371,7 +376,7 @@ enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one device.
+    /// Show one device: reported state, desired models, latest telemetry, recent events.
     Show {
         /// Device id.
         id: String,
@@ -604,6 +609,24 @@ enum DriftCmd {
         /// Group by this device tag.
         #[arg(long)]
         group_by: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TelemetryCmd {
+    /// A device's telemetry reports, newest first.
+    Show {
+        /// Device id.
+        id: String,
+        /// Only this kind: inference | system | agent.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most N reports.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -879,6 +902,45 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     s += &format!("\nretrain from: {}", g.export.clone().unwrap_or_default());
                 }
                 s
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Telemetry {
+            cmd:
+                TelemetryCmd::Show {
+                    id,
+                    kind,
+                    limit,
+                    json,
+                },
+        } => {
+            use outpost_bridge::telemetry;
+            let l = Local::open(&cli.data_dir)?;
+            if let Some(k) = &kind
+                && !["inference", "system", "agent"].contains(&k.as_str())
+            {
+                return Err(CliError(format!(
+                    "--kind {k:?} is not inference, system or agent"
+                )));
+            }
+            let c = l.db.lock();
+            outpost_bridge::devices::show(&c, &id)?;
+            let rows = telemetry::recent(&c, &id, kind.as_deref(), limit.min(10_000))?;
+            drop(c);
+            output(json, &rows, || {
+                table(
+                    &["TIME", "KIND", "FIGURES"],
+                    &rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                outpost_protocol::time::rfc3339(r.ts_ms / 1000),
+                                r.report.kind().into(),
+                                telemetry::summary(&r.report),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -1268,13 +1330,18 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
             });
         }
         DeviceCmd::Show { id, json } => {
+            use outpost_bridge::telemetry;
             let c = l.db.lock();
-            let d = outpost_bridge::fleet::DeviceView {
-                device: outpost_bridge::devices::show(&c, &id)?,
-                desired: outpost_bridge::fleet::desired::entries(&c, &id)?,
+            let d = cli::DeviceShow {
+                view: outpost_bridge::fleet::DeviceView {
+                    device: outpost_bridge::devices::show(&c, &id)?,
+                    desired: outpost_bridge::fleet::desired::entries(&c, &id)?,
+                },
+                telemetry: telemetry::latest(&c, &id)?,
+                events: telemetry::recent_events(&c, &id, 10)?,
             };
             drop(c);
-            output(json, &d, || cli::device_text(&d));
+            output(json, &d, || cli::device_show_text(&d));
         }
         DeviceCmd::RotateKey { id, out } => {
             let key = outpost_bridge::devices::rotate_key(&l.db.lock(), &l.audit, &id, &out, &who)?;

@@ -413,3 +413,133 @@ fn tokens_are_listed_replaced_only_when_asked_and_revoked() {
         );
     }
 }
+
+#[test]
+fn device_show_and_telemetry_read_what_the_device_sent() {
+    use outpost_bridge::ingest::{IngestJob, IngestStats, write};
+    use outpost_protocol::Limits;
+    use outpost_protocol::manifest::ModelRef;
+    use outpost_protocol::records::{
+        self, AgentEventKind, AgentReport, EventRecord, InferenceReport, Telemetry,
+    };
+    use outpost_protocol::uplink::{Record, UplinkBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = outpost_bridge::db::Db::open(&data).unwrap();
+    let audit = outpost_bridge::audit::Audit::new(&data);
+    outpost_bridge::devices::ensure(&db.lock(), &audit, "gw-t", &Default::default()).unwrap();
+    let t0 = 1_795_000_000_000u64;
+    let inference = |i: u64, requests: u64| {
+        Telemetry::Inference(InferenceReport {
+            ts_ms: t0 + i,
+            window_s: 1.0,
+            model: ModelRef {
+                name: "vib".into(),
+                version: 2,
+            },
+            bundle: outpost_protocol::Digest::of(b"v2"),
+            requests,
+            samples: requests,
+            errors: 1,
+            rejected: 0,
+            latency_sum_us: 0,
+            latency_buckets_us: vec![],
+            latency_counts: vec![],
+            p50_us: Some(40),
+            p99_us: Some(90),
+            labels: Default::default(),
+            drift: None,
+        })
+    };
+    let bodies = [
+        records::encode(&inference(1, 10)),
+        records::encode(&Telemetry::Agent(AgentReport {
+            ts_ms: t0 + 2,
+            store_bytes: 4096,
+            store_budget: 1 << 20,
+            connected: true,
+            ..Default::default()
+        })),
+        records::encode(&inference(3, 77)),
+    ];
+    let send = |stream: &str, bodies: Vec<Vec<u8>>| {
+        let batch = UplinkBatch {
+            stream: stream.into(),
+            batch_id: 1,
+            records: bodies
+                .into_iter()
+                .enumerate()
+                .map(|(i, body)| Record {
+                    seq: i as u64 + 1,
+                    ts_ms: t0 + i as u64 + 1,
+                    body,
+                })
+                .collect(),
+        };
+        let job = IngestJob {
+            device: "gw-t".into(),
+            stream: stream.into(),
+            payload: batch.encode(3).unwrap(),
+        };
+        write(
+            &mut db.connect().unwrap(),
+            &[job],
+            &Limits::default(),
+            &IngestStats::default(),
+        )
+        .unwrap();
+    };
+    send("telemetry", bodies.to_vec());
+    send(
+        "events",
+        vec![records::encode(&EventRecord {
+            ts_ms: t0 + 5,
+            kind: AgentEventKind::RolledBack,
+            message: "vib v2 rolled back: probation failed".into(),
+            details: serde_json::Value::Null,
+        })],
+    );
+
+    // device show: the latest report per kind (inference: the 77-request one) and events.
+    let v = json(&cli(&data, &["device", "show", "gw-t", "--json"]));
+    let tel = v["telemetry"].as_array().unwrap();
+    assert_eq!(tel.len(), 2, "{v}");
+    assert!(
+        tel.iter()
+            .any(|t| t["report"]["kind"] == "inference" && t["report"]["requests"] == 77),
+        "{v}"
+    );
+    assert_eq!(v["events"][0]["kind"], "rolled_back", "{v}");
+    let o = cli(&data, &["device", "show", "gw-t"]);
+    assert!(
+        text(&o).contains("vib v2: 77 requests, 1 errors") && text(&o).contains("rolled_back"),
+        "{}",
+        text(&o)
+    );
+
+    // telemetry: newest first, filtered by kind, bounded; a bad kind is refused.
+    let rows = json(&cli(
+        &data,
+        &["telemetry", "show", "gw-t", "--kind", "inference", "--json"],
+    ));
+    let reqs: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["report"]["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reqs, vec![77, 10]);
+    let rows = json(&cli(
+        &data,
+        &["telemetry", "show", "gw-t", "--limit", "1", "--json"],
+    ));
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let o = cli(&data, &["telemetry", "show", "gw-t", "--kind", "gpu"]);
+    assert!(
+        !o.status.success() && text(&o).contains("not inference, system or agent"),
+        "{}",
+        text(&o)
+    );
+    let o = cli(&data, &["telemetry", "show", "gw-nope"]);
+    assert!(!o.status.success(), "{}", text(&o));
+}
