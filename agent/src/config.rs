@@ -109,6 +109,17 @@ pub enum ConfigError {
         /// Parser message with line and column.
         message: String,
     },
+    /// An `OUTPOST_*` variable that looks like a setting but is not one (a misspelling,
+    /// or a setting only the file can give).
+    #[error("environment: {name} is not a setting{hint}; the environment can set {known}")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+        /// ` (did you mean X?)` when one is close.
+        hint: String,
+        /// The variables the agent reads.
+        known: String,
+    },
     /// A value is out of range or inconsistent.
     #[error("config: {field}: {message}")]
     Invalid {
@@ -494,8 +505,82 @@ struct RawSensor {
     drift: Option<f64>,
 }
 
+/// The variables [`AgentConfig::load`] reads.
+pub const ENV_VARS: [&str; 7] = [
+    "OUTPOST_DEVICE_ID",
+    "OUTPOST_DATA_DIR",
+    "OUTPOST_TRUST_DIR",
+    "OUTPOST_KEY_FILE",
+    "OUTPOST_BROKER_URL",
+    "OUTPOST_API_HTTP",
+    "OUTPOST_LOG",
+];
+
+/// Config sections: `OUTPOST_{SECTION}_…` can only mean a setting of that section.
+const SECTIONS: [&str; 11] = [
+    "BROKER",
+    "UPDATE",
+    "MODELS",
+    "API",
+    "SENSOR",
+    "STORE",
+    "SYNC",
+    "TELEMETRY",
+    "CAPTURE",
+    "DRIFT",
+    "TAGS",
+];
+
+/// Refuses an `OUTPOST_*` variable that is meant as a setting but is not one: it names a
+/// config section (`OUTPOST_BROKER_USERNAME`), or is within two edits of a variable the
+/// agent reads (`OUTPOST_DEVICEID`). Other `OUTPOST_*` variables (test and CI switches
+/// such as `OUTPOST_REQUIRE_MOSQUITTO`) are not the agent's and are left alone.
+fn check_variable(name: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix("OUTPOST_") else {
+        return Ok(());
+    };
+    if ENV_VARS.contains(&name) {
+        return Ok(());
+    }
+    let nearest = ENV_VARS
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .min()
+        .filter(|(d, _)| *d <= 2);
+    let section = SECTIONS
+        .iter()
+        .any(|s| rest.strip_prefix(s).is_some_and(|r| r.starts_with('_')));
+    if nearest.is_none() && !section {
+        return Ok(());
+    }
+    Err(ConfigError::UnknownVariable {
+        name: name.into(),
+        hint: nearest
+            .map(|(_, k)| format!(" (did you mean {k}?)"))
+            .unwrap_or_default(),
+        known: ENV_VARS.join(", "),
+    })
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), on bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 impl AgentConfig {
     /// Loads `path` (if given), applies `OUTPOST_*` overrides from `env`, validates.
+    /// A misspelt `OUTPOST_*` setting is an error, as a misspelt file key is.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -514,6 +599,7 @@ impl AgentConfig {
             None => RawConfig::default(),
         };
         for (k, v) in env {
+            check_variable(&k)?;
             match k.as_str() {
                 "OUTPOST_DEVICE_ID" => raw.device_id = Some(v),
                 "OUTPOST_DATA_DIR" => raw.data_dir = Some(v.into()),
@@ -882,6 +968,38 @@ mod tests {
         AgentConfig::from_toml(&format!(
             "device_id = \"gw-1\"\ndata_dir = \"/tmp/d\"\ntrust_dir = \"/tmp/t\"\n{extra}"
         ))
+    }
+
+    #[test]
+    fn misspelt_outpost_variables_are_errors_and_foreign_ones_are_ignored() {
+        let load = |k: &str| {
+            AgentConfig::load(
+                None,
+                [
+                    ("OUTPOST_DEVICE_ID".to_string(), "gw-1".to_string()),
+                    ("OUTPOST_DATA_DIR".into(), "/tmp/d".into()),
+                    ("OUTPOST_TRUST_DIR".into(), "/tmp/t".into()),
+                    (k.to_string(), "x".to_string()),
+                ],
+            )
+        };
+        let e = load("OUTPOST_DEVICEID").unwrap_err().to_string();
+        assert!(e.contains("did you mean OUTPOST_DEVICE_ID?"), "{e}");
+        let e = load("OUTPOST_BROKER_USERNAME").unwrap_err().to_string();
+        assert!(
+            e.contains("OUTPOST_BROKER_USERNAME is not a setting")
+                && e.contains("OUTPOST_BROKER_URL"),
+            "{e}"
+        );
+        // Not the agent's: CI and test switches, other tools' variables.
+        for k in [
+            "OUTPOST_REQUIRE_MOSQUITTO",
+            "OUTPOST_PYTHON",
+            "OUTPOST_TEST_RUNNER",
+            "PATH",
+        ] {
+            assert!(load(k).is_ok(), "{k}");
+        }
     }
 
     #[test]
