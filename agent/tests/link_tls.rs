@@ -30,21 +30,7 @@ use tokio::sync::watch;
 
 const DEVICE: &str = "gw-tls";
 
-/// Where mosquitto is, if installed.
-fn mosquitto() -> Option<PathBuf> {
-    let found = [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists());
-    if found.is_none() && std::env::var("OUTPOST_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
-        panic!("OUTPOST_REQUIRE_MOSQUITTO=1 but mosquitto is not installed");
-    }
-    found
-}
+use outpost_testkit::mosquitto::find as mosquitto;
 
 /// Everything the tracing subscriber writes, so the test can read what the agent logged.
 static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -113,8 +99,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// mosquitto with one TLS listener on loopback that requires a client certificate signed
 /// by the CA and takes the certificate's CN as the user name.
 struct Mosquitto {
-    child: std::process::Child,
-    log: PathBuf,
+    broker: outpost_testkit::mosquitto::Mosquitto,
     port: u16,
 }
 
@@ -125,11 +110,7 @@ impl Mosquitto {
             &["127.0.0.1", "localhost"],
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = outpost_testkit::mosquitto::free_port();
         let conf = format!(
             "# Tests may run as root and the temporary directory is private to this user:\n\
              # keep mosquitto from switching users (ignored when not started as root).\n\
@@ -149,38 +130,10 @@ impl Mosquitto {
             write(dir, "server.key", &key).display(),
         );
         let conf = write(dir, "mosquitto.conf", &conf);
-        let log = dir.join("mosquitto.log");
-        let child = std::process::Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::process::Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let m = Self { child, log, port };
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < end,
-                "mosquitto did not start: {}",
-                m.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        Self {
+            broker: outpost_testkit::mosquitto::Mosquitto::from_config(bin, &conf, &[port]),
+            port,
         }
-        m
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -357,7 +310,7 @@ async fn agent_link_over_mutual_tls_with_mosquitto() {
         wait_until(15, || good.handle.is_connected()).await,
         "the agent never connected over TLS: agent log:\n{}\nmosquitto log:\n{}",
         log_text(),
-        broker.log_text()
+        broker.broker.log_text()
     );
     let state = reported();
     good.state.send(Some(state.clone())).unwrap();
@@ -374,7 +327,7 @@ async fn agent_link_over_mutual_tls_with_mosquitto() {
         .await,
         "the reported state did not reach the broker: {:?}\nmosquitto log:\n{}",
         seen.lock().unwrap(),
-        broker.log_text()
+        broker.broker.log_text()
     );
     assert_eq!(
         good.handle
@@ -442,7 +395,7 @@ async fn agent_link_over_mutual_tls_with_mosquitto() {
     assert!(
         !anonymous.handle.is_connected(),
         "connected without a client certificate: {}",
-        broker.log_text()
+        broker.broker.log_text()
     );
     let log = log_text();
     assert!(

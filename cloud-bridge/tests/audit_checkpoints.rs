@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::harness::{embedded, wait_until};
@@ -16,7 +15,6 @@ use outpost_bridge::events::EventBus;
 use outpost_bridge::server::{self, ServeConfig};
 use outpost_protocol::{SigningKey, TrustStore};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `n` audit rows appended through the library, as commands and the API do (under one
 /// lock, so a running bridge checkpoints all of them or none).
@@ -258,53 +256,9 @@ fn forged_or_tampered_copies_are_rejected() {
     assert!(!ok && out.contains("unknown key"), "{out}");
 }
 
-/// A webhook receiver answering 200; collects request bodies.
-async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let body = loop {
-                let Ok(k) = s.read(&mut chunk).await else {
-                    break None;
-                };
-                if k == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                let t = String::from_utf8_lossy(&buf).to_string();
-                if let Some((h, body)) = t.split_once("\r\n\r\n") {
-                    let len = h
-                        .lines()
-                        .find_map(|l| {
-                            l.to_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break Some(body.to_owned());
-                    }
-                }
-            };
-            if let Some(b) = body {
-                g.lock().unwrap().push(b);
-            }
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                .await;
-        }
-    });
-    (url, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_running_bridge_publishes_signed_checkpoints_to_mqtt_and_webhooks() {
-    let (url, got) = receiver().await;
+    let (url, got) = common::webhook::receiver(0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServeConfig::new(dir.path().to_path_buf());
     cfg.broker = embedded(false);
@@ -353,7 +307,7 @@ async fn the_running_bridge_publishes_signed_checkpoints_to_mqtt_and_webhooks() 
             .lock()
             .unwrap()
             .iter()
-            .any(|b| b.contains("audit_checkpoint")))
+            .any(|(_, b)| b.contains("audit_checkpoint")))
         .await,
         "no checkpoint webhook"
     );
@@ -361,8 +315,8 @@ async fn the_running_bridge_publishes_signed_checkpoints_to_mqtt_and_webhooks() 
         .lock()
         .unwrap()
         .iter()
-        .find(|b| b.contains("audit_checkpoint"))
-        .cloned()
+        .find(|(_, b)| b.contains("audit_checkpoint"))
+        .map(|(_, b)| b.clone())
         .unwrap();
     let ev: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ev["kind"], "audit_checkpoint");

@@ -472,50 +472,7 @@ async fn open_broker_admits_anyone() {
 
 // ---- mosquitto, from the generated configuration ----
 
-/// mosquitto started from a generated `mosquitto.conf`.
-struct Mosquitto {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Mosquitto {
-    fn start(bin: &Path, conf: &Path, ports: &[u16]) -> Self {
-        let log = conf.with_file_name("mosquitto.log");
-        let child = std::process::Command::new(bin)
-            .arg("-c")
-            .arg(conf)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::process::Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let m = Self { child, log };
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        for p in ports {
-            while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
-                assert!(
-                    std::time::Instant::now() < end,
-                    "mosquitto did not start: {}",
-                    m.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        m
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use outpost_testkit::mosquitto::Mosquitto;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -547,7 +504,7 @@ async fn mosquitto_matrix(tls: bool) {
     let files =
         broker::external::write_mosquitto(&fleet.db.lock(), fleet.dir.path(), &out, &opts).unwrap();
     assert_eq!(files.devices, [A, B]);
-    let m = Mosquitto::start(&bin, &files.config, &[dev_port, bridge_port]);
+    let m = Mosquitto::from_config(&bin, &files.config, &[dev_port, bridge_port]);
     let bridge_pw = std::fs::read_to_string(&files.bridge_password_file).unwrap();
 
     let observer = Probe::start(probe::login(

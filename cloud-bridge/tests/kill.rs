@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::harness::*;
+use outpost_bridge::fleet::StrategySpec;
 use outpost_bridge::fleet::machine::Command;
-use outpost_bridge::fleet::{CreateDeployment, Selector, StrategySpec};
 use outpost_bridge::server::Bridge;
 use outpost_protocol::wire::{ReportedState, UpdatePhase};
 use rand::{Rng, SeedableRng};
@@ -20,10 +20,10 @@ fn state(b: &Bridge, dev: &str) -> Option<ReportedState> {
     outpost_bridge::devices::show(&b.db.lock(), dev).ok()?.state
 }
 
-fn deploy(b: &Bridge, model: &str, version: u32, dev: &str) -> String {
-    let strategy = StrategySpec {
+/// One wave; kills make devices slow, not failed: no wave times out during the test.
+fn patient() -> outpost_bridge::fleet::machine::Strategy {
+    StrategySpec {
         waves: vec![1.0],
-        // Kills make devices slow, not failed: no wave times out during the test.
         timeout_secs: 600,
         gates: outpost_bridge::fleet::GateSpec {
             max_error_rate: None,
@@ -35,36 +35,7 @@ fn deploy(b: &Bridge, model: &str, version: u32, dev: &str) -> String {
         ..Default::default()
     }
     .build()
-    .unwrap();
-    b.fleet
-        .create(CreateDeployment {
-            model: model.into(),
-            version: Some(version),
-            selector: Selector {
-                ids: vec![dev.into()],
-                tags: Vec::new(),
-            },
-            strategy,
-            actor: "test".into(),
-            reason: "test".into(),
-            skip_gates: false,
-        })
-        .unwrap()
-        .id
-}
-
-async fn settled(b: &Bridge, dev: &str, model: &str, version: u32, secs: u64) -> bool {
-    wait_until(secs, || {
-        state(b, dev).is_some_and(|s| {
-            s.model(model).is_some_and(|m| {
-                m.phase == UpdatePhase::Succeeded
-                    && m.active
-                        .as_ref()
-                        .is_some_and(|a| a.model.version == version)
-            })
-        })
-    })
-    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +55,7 @@ async fn killed_during_a_download_that_is_then_aborted_it_never_activates_the_ab
     );
     a.start();
     assert!(wait_until(30, || state(&b, "gw-k").is_some()).await);
-    deploy(&b, "vib", 1, "gw-k");
+    deploy_with(&b, "vib", 1, &["gw-k"], patient());
     assert!(settled(&b, "gw-k", "vib", 1, 60).await, "{}", a.log_text());
 
     // Anything reporting v2 active, from now on, is a failure.
@@ -112,7 +83,7 @@ async fn killed_during_a_download_that_is_then_aborted_it_never_activates_the_ab
             }
         });
     }
-    let d2 = deploy(&b, "vib", 2, "gw-k");
+    let d2 = deploy_with(&b, "vib", 2, &["gw-k"], patient());
     assert!(
         wait_until(60, || state(&b, "gw-k")
             .and_then(|s| s.model("vib").cloned())
@@ -173,8 +144,8 @@ async fn twenty_kills_while_two_models_update_leave_valid_versions_and_converge(
     );
     a.start();
     assert!(wait_until(30, || state(&b, "gw-kk").is_some()).await);
-    deploy(&b, "vib", 1, "gw-kk");
-    deploy(&b, "ridge", 1, "gw-kk");
+    deploy_with(&b, "vib", 1, &["gw-kk"], patient());
+    deploy_with(&b, "ridge", 1, &["gw-kk"], patient());
     assert!(settled(&b, "gw-kk", "vib", 1, 60).await, "{}", a.log_text());
     assert!(
         settled(&b, "gw-kk", "ridge", 1, 60).await,
@@ -211,7 +182,7 @@ async fn twenty_kills_while_two_models_update_leave_valid_versions_and_converge(
                     .fleet
                     .command(&id, Command::Abort("superseded".into()), "ops");
             }
-            deploy(&b, model, v, "gw-kk");
+            deploy_with(&b, model, v, &["gw-kk"], patient());
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..1500))).await;
         let connection = || -> Option<i64> {

@@ -9,60 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::harness::*;
+use outpost_bridge::fleet::RollbackRequest;
 use outpost_bridge::fleet::machine::{Command, DeviceStatus};
-use outpost_bridge::fleet::{CreateDeployment, RollbackRequest, Selector};
-use outpost_bridge::server::Bridge;
-use outpost_protocol::wire::{ModelState, UpdatePhase};
-
-fn model_state(b: &Bridge, dev: &str, model: &str) -> Option<ModelState> {
-    outpost_bridge::devices::show(&b.db.lock(), dev)
-        .ok()?
-        .state?
-        .model(model)
-        .cloned()
-}
-
-/// Deploys `model:version` to `devices` (each known to the bridge: provisioned or
-/// reported once).
-async fn deploy(b: &Bridge, model: &str, version: u32, devices: &[&str]) -> String {
-    for d in devices {
-        if outpost_bridge::devices::show(&b.db.lock(), d).is_err() {
-            assert!(
-                wait_until(20, || outpost_bridge::devices::show(&b.db.lock(), d)
-                    .is_ok())
-                .await,
-                "{d} never reported"
-            );
-        }
-    }
-    b.fleet
-        .create(CreateDeployment {
-            model: model.into(),
-            version: Some(version),
-            selector: Selector {
-                ids: devices.iter().map(|d| d.to_string()).collect(),
-                tags: Vec::new(),
-            },
-            strategy: quick_strategy(),
-            actor: "test".into(),
-            reason: "test".into(),
-            skip_gates: false,
-        })
-        .unwrap()
-        .id
-}
-
-async fn settled(b: &Bridge, dev: &str, model: &str, version: u32, secs: u64) -> bool {
-    wait_until(secs, || {
-        model_state(b, dev, model).is_some_and(|m| {
-            m.phase == UpdatePhase::Succeeded
-                && m.active
-                    .as_ref()
-                    .is_some_and(|a| a.model.version == version)
-        })
-    })
-    .await
-}
+use outpost_protocol::wire::UpdatePhase;
 
 /// Watches an in-process agent's model handle for `version` of `model` being served.
 fn watch_for(
@@ -102,7 +51,7 @@ async fn aborting_mid_download_pins_the_device_and_the_aborted_bundle_never_acti
     let trust = trust_dir(&b, dir.path());
     let data = dir.path().join("gw-1");
     let a = agent(&agent_toml(&b, "gw-1", &data, &trust, "")).await;
-    let d1 = deploy(&b, "vib", 1, &["gw-1"]).await;
+    let d1 = deploy_known(&b, "vib", 1, &["gw-1"]).await;
     assert!(
         settled(&b, "gw-1", "vib", 1, 30).await,
         "{:?}",
@@ -110,7 +59,7 @@ async fn aborting_mid_download_pins_the_device_and_the_aborted_bundle_never_acti
     );
 
     let (seen_v2, stop) = watch_for(a.models.clone(), "vib", 2);
-    let d2 = deploy(&b, "vib", 2, &["gw-1"]).await;
+    let d2 = deploy_known(&b, "vib", 2, &["gw-1"]).await;
     assert!(
         wait_until(30, || model_state(&b, "gw-1", "vib")
             .is_some_and(
@@ -146,7 +95,7 @@ async fn aborting_mid_download_pins_the_device_and_the_aborted_bundle_never_acti
         "the aborted download's chunks were kept"
     );
     // Deploying v1 again is a no-op for the device and succeeds.
-    let d3 = deploy(&b, "vib", 1, &["gw-1"]).await;
+    let d3 = deploy_known(&b, "vib", 1, &["gw-1"]).await;
     assert!(wait_until(30, || b.fleet.show(&d3).unwrap().state == "succeeded").await);
     a.shutdown(Duration::from_secs(5)).await;
 }
@@ -161,11 +110,11 @@ async fn a_device_offline_through_an_abort_never_installs_the_aborted_bundle() {
     let data = dir.path().join("gw-off");
     let toml = agent_toml(&b, "gw-off", &data, &trust, "");
     let a = agent(&toml).await;
-    deploy(&b, "vib", 1, &["gw-off"]).await;
+    deploy_known(&b, "vib", 1, &["gw-off"]).await;
     assert!(settled(&b, "gw-off", "vib", 1, 30).await);
     a.shutdown(Duration::from_secs(5)).await;
 
-    let d2 = deploy(&b, "vib", 2, &["gw-off"]).await;
+    let d2 = deploy_known(&b, "vib", 2, &["gw-off"]).await;
     b.fleet
         .command(&d2, Command::Abort("not now".into()), "ops")
         .unwrap();
@@ -202,9 +151,9 @@ async fn a_version_still_needed_cannot_be_deleted_and_rollback_still_works() {
         "",
     ))
     .await;
-    deploy(&b, "vib", 1, &["gw-d"]).await;
+    deploy_known(&b, "vib", 1, &["gw-d"]).await;
     assert!(settled(&b, "gw-d", "vib", 1, 30).await);
-    let d2 = deploy(&b, "vib", 2, &["gw-d"]).await;
+    let d2 = deploy_known(&b, "vib", 2, &["gw-d"]).await;
     assert!(settled(&b, "gw-d", "vib", 2, 30).await);
     // A paused deployment whose rollback target is v1 (here it finished; pause a new one).
     let delete = |v: u32| {
@@ -274,9 +223,9 @@ async fn a_paused_deployment_keeps_its_rollback_target_from_deletion() {
         "",
     ))
     .await;
-    deploy(&b, "vib", 1, &["gw-p"]).await;
+    deploy_known(&b, "vib", 1, &["gw-p"]).await;
     assert!(settled(&b, "gw-p", "vib", 1, 30).await);
-    let d2 = deploy(&b, "vib", 2, &["gw-p"]).await;
+    let d2 = deploy_known(&b, "vib", 2, &["gw-p"]).await;
     b.fleet
         .command(&d2, Command::Pause("look first".into()), "ops")
         .unwrap();
@@ -360,9 +309,9 @@ async fn behind_a_128_kb_broker_oversize_chunks_are_refused_and_the_bridge_stays
         "",
     ))
     .await;
-    deploy(&b, "vib", 1, &["gw-m"]).await;
+    deploy_known(&b, "vib", 1, &["gw-m"]).await;
     assert!(settled(&b, "gw-m", "vib", 1, 30).await);
-    let d2 = deploy(&b, "vib", 2, &["gw-m"]).await;
+    let d2 = deploy_known(&b, "vib", 2, &["gw-m"]).await;
     assert!(
         wait_until(30, || model_state(&b, "gw-m", "vib").is_some_and(|m| m
             .phase

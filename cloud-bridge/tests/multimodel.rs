@@ -14,55 +14,6 @@ use std::time::Duration;
 use common::harness::*;
 use outpost_bridge::fleet::machine::DeviceStatus;
 use outpost_bridge::fleet::{CreateDeployment, RemoveModel, RollbackRequest, Selector};
-use outpost_bridge::server::Bridge;
-use outpost_protocol::wire::{ModelState, UpdatePhase};
-
-fn model_state(b: &Bridge, dev: &str, model: &str) -> Option<ModelState> {
-    outpost_bridge::devices::show(&b.db.lock(), dev)
-        .ok()?
-        .state?
-        .model(model)
-        .cloned()
-}
-
-async fn known(b: &Bridge, dev: &str) {
-    assert!(
-        wait_until(20, || outpost_bridge::devices::show(&b.db.lock(), dev)
-            .is_ok())
-        .await,
-        "{dev} never reported"
-    );
-}
-
-fn deploy(b: &Bridge, model: &str, version: u32, devices: &[&str]) -> String {
-    b.fleet
-        .create(CreateDeployment {
-            model: model.into(),
-            version: Some(version),
-            selector: Selector {
-                ids: devices.iter().map(|d| d.to_string()).collect(),
-                tags: Vec::new(),
-            },
-            strategy: quick_strategy(),
-            actor: "test".into(),
-            reason: "test".into(),
-            skip_gates: false,
-        })
-        .unwrap()
-        .id
-}
-
-async fn settled(b: &Bridge, dev: &str, model: &str, version: u32) -> bool {
-    wait_until(45, || {
-        model_state(b, dev, model).is_some_and(|m| {
-            m.phase == UpdatePhase::Succeeded
-                && m.active
-                    .as_ref()
-                    .is_some_and(|a| a.model.version == version)
-        })
-    })
-    .await
-}
 
 /// One OIP inference request body for the ridge fixture (its first self-test input).
 fn ridge_request() -> Vec<u8> {
@@ -122,8 +73,8 @@ async fn one_model_updates_rolls_back_and_leaves_while_its_neighbour_serves_ever
     known(&b, "gw-ab").await;
     deploy(&b, "vib", 1, &["gw-ab"]);
     deploy(&b, "ridge", 1, &["gw-ab"]);
-    assert!(settled(&b, "gw-ab", "vib", 1).await);
-    assert!(settled(&b, "gw-ab", "ridge", 1).await);
+    assert!(settled(&b, "gw-ab", "vib", 1, 45).await);
+    assert!(settled(&b, "gw-ab", "ridge", 1, 45).await);
     let ridge_before = a.models.get("ridge").unwrap();
 
     // A client uses ridge through the local OIP API for the rest of the test.
@@ -147,7 +98,7 @@ async fn one_model_updates_rolls_back_and_leaves_while_its_neighbour_serves_ever
     };
 
     let up = deploy(&b, "vib", 2, &["gw-ab"]);
-    assert!(settled(&b, "gw-ab", "vib", 2).await);
+    assert!(settled(&b, "gw-ab", "vib", 2, 45).await);
     assert!(wait_until(30, || b.fleet.show(&up).unwrap().state == "succeeded").await);
     let back = b
         .fleet
@@ -158,7 +109,7 @@ async fn one_model_updates_rolls_back_and_leaves_while_its_neighbour_serves_ever
             reason: "back".into(),
         })
         .unwrap();
-    assert!(settled(&b, "gw-ab", "vib", 1).await);
+    assert!(settled(&b, "gw-ab", "vib", 1, 45).await);
     assert!(wait_until(30, || b.fleet.show(&back.id).unwrap().state == "succeeded").await);
     let removed = b
         .fleet
@@ -245,7 +196,7 @@ async fn concurrent_deployments_of_two_models_on_overlapping_devices_both_conver
     ] {
         for d in devs {
             assert!(
-                settled(&b, d, model, v).await,
+                settled(&b, d, model, v, 45).await,
                 "{d} {model}: {:?}",
                 model_state(&b, d, model)
             );
@@ -284,7 +235,7 @@ async fn a_set_over_the_device_memory_budget_is_refused_and_what_runs_is_kept() 
     .await;
     known(&b, "gw-mem").await;
     deploy(&b, "vib", vib.version, &["gw-mem"]);
-    assert!(settled(&b, "gw-mem", "vib", 1).await);
+    assert!(settled(&b, "gw-mem", "vib", 1, 45).await);
     let d = deploy(&b, "cnn", 1, &["gw-mem"]);
     // The device refuses the set with the reason; the deployment fails that device and
     // rolls back (the bridge takes cnn out of the set again); vib never stops.

@@ -2,6 +2,7 @@
 //! signing keys with a trust directory, signed bundles of the committed model fixtures,
 //! signed directives, and polling.
 
+pub mod mosquitto;
 pub mod prom;
 
 use std::path::{Path, PathBuf};

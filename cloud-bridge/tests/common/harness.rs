@@ -9,6 +9,7 @@ use outpost_agent::runtime::{self, RunningAgent};
 use outpost_bridge::fleet::{self, StrategySpec};
 use outpost_bridge::registry::{self, ModelRecord, RegisterRequest};
 use outpost_bridge::server::{self, Bridge, BrokerChoice, ServeConfig};
+use outpost_protocol::wire::{ModelState, UpdatePhase};
 
 use super::models;
 
@@ -156,6 +157,77 @@ pub fn quick_strategy() -> fleet::machine::Strategy {
     .unwrap()
 }
 
+/// What `dev` last reported about `model` (`None`: not reported, or not on the device).
+pub fn model_state(b: &Bridge, dev: &str, model: &str) -> Option<ModelState> {
+    outpost_bridge::devices::show(&b.db.lock(), dev)
+        .ok()?
+        .state?
+        .model(model)
+        .cloned()
+}
+
+/// Waits until `dev` is known to the bridge (provisioned, or reported once).
+pub async fn known(b: &Bridge, dev: &str) {
+    assert!(
+        wait_until(20, || outpost_bridge::devices::show(&b.db.lock(), dev)
+            .is_ok())
+        .await,
+        "{dev} never reported"
+    );
+}
+
+/// Deploys `model:version` to `devices` with `strategy`; returns the deployment id.
+pub fn deploy_with(
+    b: &Bridge,
+    model: &str,
+    version: u32,
+    devices: &[&str],
+    strategy: fleet::machine::Strategy,
+) -> String {
+    b.fleet
+        .create(fleet::CreateDeployment {
+            model: model.into(),
+            version: Some(version),
+            selector: fleet::Selector {
+                ids: devices.iter().map(|d| d.to_string()).collect(),
+                tags: Vec::new(),
+            },
+            strategy,
+            actor: "test".into(),
+            reason: "test".into(),
+            skip_gates: false,
+        })
+        .unwrap()
+        .id
+}
+
+/// Deploys `model:version` to `devices` (each known to the bridge) with
+/// [`quick_strategy`].
+pub fn deploy(b: &Bridge, model: &str, version: u32, devices: &[&str]) -> String {
+    deploy_with(b, model, version, devices, quick_strategy())
+}
+
+/// Waits until every device is known, then [`deploy`]s.
+pub async fn deploy_known(b: &Bridge, model: &str, version: u32, devices: &[&str]) -> String {
+    for d in devices {
+        known(b, d).await;
+    }
+    deploy(b, model, version, devices)
+}
+
+/// Waits up to `secs` for `dev` to report `model` at `version`, its update succeeded.
+pub async fn settled(b: &Bridge, dev: &str, model: &str, version: u32, secs: u64) -> bool {
+    wait_until(secs, || {
+        model_state(b, dev, model).is_some_and(|m| {
+            m.phase == UpdatePhase::Succeeded
+                && m.active
+                    .as_ref()
+                    .is_some_and(|a| a.model.version == version)
+        })
+    })
+    .await
+}
+
 /// Polls `f` every 25 ms until it holds or `secs` pass.
 pub async fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -168,38 +240,21 @@ pub async fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// Where mosquitto is, if installed. `OUTPOST_REQUIRE_MOSQUITTO=1` (set by .ci/run) turns
-/// a missing mosquitto into a test failure instead of a skip.
+/// Where mosquitto is, if installed (see [`outpost_testkit::mosquitto::find`]).
 pub fn mosquitto() -> Option<PathBuf> {
-    let found = [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists());
-    if found.is_none() && std::env::var("OUTPOST_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
-        panic!("OUTPOST_REQUIRE_MOSQUITTO=1 but mosquitto is not installed");
-    }
-    found
+    outpost_testkit::mosquitto::find()
 }
 
-/// A mosquitto process on a free loopback port.
+/// A mosquitto process on a loopback port, anonymous access, no persistence.
 pub struct Mosquitto {
     pub port: u16,
-    child: std::process::Child,
+    _broker: outpost_testkit::mosquitto::Mosquitto,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start(bin: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(bin, port)
+        Self::start_on(bin, outpost_testkit::mosquitto::free_port())
     }
 
     pub fn start_on(bin: &Path, port: u16) -> Self {
@@ -215,31 +270,11 @@ impl Mosquitto {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
         )
         .unwrap();
-        let child = std::process::Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
         Self {
             port,
-            child,
+            _broker: outpost_testkit::mosquitto::Mosquitto::from_config(bin, &conf, &[port]),
             _dir: dir,
         }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -75,3 +75,4 @@ pub fn pack_anomaly(key: &Path, out: &Path, extra: &[&str]) -> Output {
 pub mod harness;
 pub mod http;
 pub mod probe;
+pub mod webhook;
