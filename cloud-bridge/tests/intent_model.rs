@@ -43,9 +43,7 @@ use outpost_bridge::fleet::{
 };
 use outpost_bridge::registry::{self, RegisterRequest};
 use outpost_protocol::directive::{self, DirectiveContext};
-use outpost_protocol::wire::{
-    BudgetState, DirectiveRejection, Health, ModelState, ReportedState, UpdatePhase,
-};
+use outpost_protocol::wire::{BudgetState, DirectiveRejection, Health, ReportedState, UpdatePhase};
 use outpost_protocol::{Digest, Limits, SigningKey, TrustStore, topics};
 use proptest::prelude::*;
 use tokio::sync::{Notify, mpsc};
@@ -336,19 +334,7 @@ impl World {
         let models = d
             .models
             .iter()
-            .map(|(name, l)| ModelState {
-                name: name.clone(),
-                phase: l.reported_phase(),
-                active: l.active_model().cloned(),
-                previous: l.previous_model().cloned(),
-                target: l.target.as_ref().map(|t| t.installed()),
-                deployment_id: l.target.as_ref().map(|t| t.entry.deployment_id.clone()),
-                sequence: l.target.as_ref().map(|t| t.sequence),
-                chunks_done: 0,
-                chunks_total: 0,
-                health: Health::Ok,
-                last_error: l.last_error.clone(),
-            })
+            .map(|(name, l)| l.model_state(d.serving.contains_key(name), (0, 0)))
             .collect();
         let s = ReportedState {
             device_id: DEVICES[i].into(),

@@ -25,7 +25,7 @@
 use outpost_protocol::Digest;
 use outpost_protocol::directive::ModelTarget;
 use outpost_protocol::records::AgentEventKind;
-use outpost_protocol::wire::{InstalledModel, UpdatePhase};
+use outpost_protocol::wire::{Health, InstalledModel, ModelState, UpdatePhase};
 use serde::{Deserialize, Serialize};
 
 pub use super::disk::Slot;
@@ -232,6 +232,29 @@ impl Lifecycle {
             Phase::Probation { .. } => UpdatePhase::Probation,
             Phase::RollingBack { .. } => UpdatePhase::Installing,
             Phase::Removing => UpdatePhase::Removing,
+        }
+    }
+
+    /// This model's entry in the reported state: `loaded` is whether the model handle
+    /// serves it, `chunks` the download's (done, total).
+    pub fn model_state(&self, loaded: bool, chunks: (u32, u32)) -> ModelState {
+        let phase = self.reported_phase();
+        ModelState {
+            name: self.name.clone(),
+            phase,
+            active: self.active_model().cloned(),
+            previous: self.previous_model().cloned(),
+            target: self.target.as_ref().map(Target::installed),
+            deployment_id: self.target.as_ref().map(|t| t.entry.deployment_id.clone()),
+            sequence: self.target.as_ref().map(|t| t.sequence),
+            chunks_done: chunks.0,
+            chunks_total: chunks.1,
+            health: match (loaded, phase) {
+                (false, _) => Health::NoModel,
+                (true, UpdatePhase::Failed | UpdatePhase::RolledBack) => Health::Degraded,
+                (true, _) => Health::Ok,
+            },
+            last_error: self.last_error.clone(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The reported state: every model slot with its phase, versions, health and last error,
 //! the last refused directive, and the budgets.
 
-use outpost_protocol::wire::{BudgetState, Health, ModelState, ReportedState, UpdatePhase};
+use outpost_protocol::wire::{BudgetState, Health, ReportedState};
 
 use super::Updater;
 use super::lifecycle::Phase;
@@ -27,24 +27,7 @@ impl Updater {
                 Phase::Fetching => self.fetchers.get(name).map_or((0, 0), |f| f.progress()),
                 _ => (0, 0),
             };
-            let health = match (loaded, l.reported_phase()) {
-                (false, _) => Health::NoModel,
-                (true, UpdatePhase::Failed | UpdatePhase::RolledBack) => Health::Degraded,
-                (true, _) => Health::Ok,
-            };
-            models.push(ModelState {
-                name: name.clone(),
-                phase: l.reported_phase(),
-                active: l.active_model().cloned(),
-                previous: l.previous_model().cloned(),
-                target: l.target.as_ref().map(|t| t.installed()),
-                deployment_id: l.target.as_ref().map(|t| t.entry.deployment_id.clone()),
-                sequence: l.target.as_ref().map(|t| t.sequence),
-                chunks_done,
-                chunks_total,
-                health,
-                last_error: l.last_error.clone(),
-            });
+            models.push(l.model_state(loaded, (chunks_done, chunks_total)));
         }
         let health = if serving == 0 {
             Health::NoModel
