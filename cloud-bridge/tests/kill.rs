@@ -55,7 +55,7 @@ async fn killed_during_a_download_that_is_then_aborted_it_never_activates_the_ab
     );
     a.start();
     assert!(wait_until(30, || state(&b, "gw-k").is_some()).await);
-    deploy_with(&b, "vib", 1, &["gw-k"], patient());
+    deploy_with(&b, "vib", 1, &["gw-k"], patient()).await;
     assert!(settled(&b, "gw-k", "vib", 1, 60).await, "{}", a.log_text());
 
     // Anything reporting v2 active, from now on, is a failure.
@@ -83,7 +83,7 @@ async fn killed_during_a_download_that_is_then_aborted_it_never_activates_the_ab
             }
         });
     }
-    let d2 = deploy_with(&b, "vib", 2, &["gw-k"], patient());
+    let d2 = deploy_with(&b, "vib", 2, &["gw-k"], patient()).await;
     assert!(
         wait_until(60, || state(&b, "gw-k")
             .and_then(|s| s.model("vib").cloned())
@@ -144,8 +144,8 @@ async fn twenty_kills_while_two_models_update_leave_valid_versions_and_converge(
     );
     a.start();
     assert!(wait_until(30, || state(&b, "gw-kk").is_some()).await);
-    deploy_with(&b, "vib", 1, &["gw-kk"], patient());
-    deploy_with(&b, "ridge", 1, &["gw-kk"], patient());
+    deploy_with(&b, "vib", 1, &["gw-kk"], patient()).await;
+    deploy_with(&b, "ridge", 1, &["gw-kk"], patient()).await;
     assert!(settled(&b, "gw-kk", "vib", 1, 60).await, "{}", a.log_text());
     assert!(
         settled(&b, "gw-kk", "ridge", 1, 60).await,
@@ -182,7 +182,7 @@ async fn twenty_kills_while_two_models_update_leave_valid_versions_and_converge(
                     .fleet
                     .command(&id, Command::Abort("superseded".into()), "ops");
             }
-            deploy_with(&b, model, v, &["gw-kk"], patient());
+            deploy_with(&b, model, v, &["gw-kk"], patient()).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..1500))).await;
         let connection = || -> Option<i64> {

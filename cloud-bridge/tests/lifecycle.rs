@@ -155,6 +155,11 @@ async fn a_version_still_needed_cannot_be_deleted_and_rollback_still_works() {
     assert!(settled(&b, "gw-d", "vib", 1, 30).await);
     let d2 = deploy_known(&b, "vib", 2, &["gw-d"]).await;
     assert!(settled(&b, "gw-d", "vib", 2, 30).await);
+    assert!(
+        finished(&b, &d2, 30).await,
+        "{:?}",
+        b.fleet.show(&d2).unwrap()
+    );
     // A paused deployment whose rollback target is v1 (here it finished; pause a new one).
     let delete = |v: u32| {
         outpost_bridge::registry::delete(

@@ -71,8 +71,8 @@ async fn one_model_updates_rolls_back_and_leaves_while_its_neighbour_serves_ever
     ))
     .await;
     known(&b, "gw-ab").await;
-    deploy(&b, "vib", 1, &["gw-ab"]);
-    deploy(&b, "ridge", 1, &["gw-ab"]);
+    deploy(&b, "vib", 1, &["gw-ab"]).await;
+    deploy(&b, "ridge", 1, &["gw-ab"]).await;
     assert!(settled(&b, "gw-ab", "vib", 1, 45).await);
     assert!(settled(&b, "gw-ab", "ridge", 1, 45).await);
     let ridge_before = a.models.get("ridge").unwrap();
@@ -97,7 +97,7 @@ async fn one_model_updates_rolls_back_and_leaves_while_its_neighbour_serves_ever
         })
     };
 
-    let up = deploy(&b, "vib", 2, &["gw-ab"]);
+    let up = deploy(&b, "vib", 2, &["gw-ab"]).await;
     assert!(settled(&b, "gw-ab", "vib", 2, 45).await);
     assert!(wait_until(30, || b.fleet.show(&up).unwrap().state == "succeeded").await);
     let back = b
@@ -170,8 +170,8 @@ async fn concurrent_deployments_of_two_models_on_overlapping_devices_both_conver
         agents.push(agent(&agent_toml(&b, d, &dir.path().join(d), &trust, "")).await);
         known(&b, d).await;
     }
-    let a = deploy(&b, "vib", 2, &["gw-1", "gw-2"]);
-    let r = deploy(&b, "ridge", 3, &["gw-2", "gw-3"]);
+    let a = deploy(&b, "vib", 2, &["gw-1", "gw-2"]).await;
+    let r = deploy(&b, "ridge", 3, &["gw-2", "gw-3"]).await;
     // The same model twice on a device is refused, naming the deployment in the way.
     let e = b
         .fleet
@@ -234,9 +234,9 @@ async fn a_set_over_the_device_memory_budget_is_refused_and_what_runs_is_kept() 
     ))
     .await;
     known(&b, "gw-mem").await;
-    deploy(&b, "vib", vib.version, &["gw-mem"]);
+    deploy(&b, "vib", vib.version, &["gw-mem"]).await;
     assert!(settled(&b, "gw-mem", "vib", 1, 45).await);
-    let d = deploy(&b, "cnn", 1, &["gw-mem"]);
+    let d = deploy(&b, "cnn", 1, &["gw-mem"]).await;
     // The device refuses the set with the reason; the deployment fails that device and
     // rolls back (the bridge takes cnn out of the set again); vib never stops.
     assert!(

@@ -176,14 +176,30 @@ pub async fn known(b: &Bridge, dev: &str) {
     );
 }
 
-/// Deploys `model:version` to `devices` with `strategy`; returns the deployment id.
-pub fn deploy_with(
+/// Deploys `model:version` to `devices` with `strategy`; returns the deployment id. A
+/// device's earlier deployment of the model may still be finishing (the engine marks it
+/// succeeded on its next pass after the device reports): wait for it, as an operator would.
+pub async fn deploy_with(
     b: &Bridge,
     model: &str,
     version: u32,
     devices: &[&str],
     strategy: fleet::machine::Strategy,
 ) -> String {
+    let busy = || {
+        devices.iter().any(|d| {
+            b.fleet
+                .list(&fleet::DeploymentFilter {
+                    model: Some(model.into()),
+                    device: Some(d.to_string()),
+                    ..Default::default()
+                })
+                .unwrap()
+                .iter()
+                .any(|x| x.state == "running" || x.state == "rolling_back")
+        })
+    };
+    wait_until(30, || !busy()).await;
     b.fleet
         .create(fleet::CreateDeployment {
             model: model.into(),
@@ -203,8 +219,13 @@ pub fn deploy_with(
 
 /// Deploys `model:version` to `devices` (each known to the bridge) with
 /// [`quick_strategy`].
-pub fn deploy(b: &Bridge, model: &str, version: u32, devices: &[&str]) -> String {
-    deploy_with(b, model, version, devices, quick_strategy())
+pub async fn deploy(b: &Bridge, model: &str, version: u32, devices: &[&str]) -> String {
+    deploy_with(b, model, version, devices, quick_strategy()).await
+}
+
+/// Waits up to `secs` for deployment `id` to end (succeeded, aborted, rolled back).
+pub async fn finished(b: &Bridge, id: &str, secs: u64) -> bool {
+    wait_until(secs, || b.fleet.show(id).unwrap().detail.terminal()).await
 }
 
 /// Waits until every device is known, then [`deploy`]s.
@@ -212,7 +233,7 @@ pub async fn deploy_known(b: &Bridge, model: &str, version: u32, devices: &[&str
     for d in devices {
         known(b, d).await;
     }
-    deploy(b, model, version, devices)
+    deploy(b, model, version, devices).await
 }
 
 /// Waits up to `secs` for `dev` to report `model` at `version`, its update succeeded.
