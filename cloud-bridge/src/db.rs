@@ -107,6 +107,9 @@ pub enum DbError {
     /// SQLite failed.
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A blocking database task did not finish (it panicked, or the runtime stopped).
+    #[error("database worker: {0}")]
+    Worker(String),
     /// The data directory is unusable.
     #[error("data directory {path}: {source}")]
     Io {
@@ -150,9 +153,27 @@ impl Db {
         })
     }
 
-    /// The shared connection (API handlers, CLI, control paths).
+    /// The shared connection, for blocking code: the CLI, the rollout engine, the
+    /// device-state writer, and closures run by [`Db::run`]. Async code never calls this
+    /// on a runtime worker (it would stall every task on that worker behind whatever
+    /// transaction holds the lock): it uses [`Db::run`].
     pub fn lock(&self) -> MutexGuard<'_, Connection> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the shared connection on tokio's blocking pool: how async code (API
+    /// handlers, the dashboard, MQTT routing) reaches the database.
+    ///
+    /// # Errors
+    /// [`DbError::Worker`] if `f` panicked or the runtime is shutting down.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> Result<T, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut db.lock()))
+            .await
+            .map_err(|e| DbError::Worker(e.to_string()))
     }
 
     /// A separate connection (for the ingest writer, which commits on its own).

@@ -12,15 +12,14 @@ use outpost_protocol::manifest::ModelRef;
 use outpost_protocol::topics;
 use outpost_protocol::wire::{Event, EventKind};
 use rusqlite::{Connection, params};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::db::{Db, now, now_ms};
 
 /// Most delivery attempts per webhook.
 pub const MAX_ATTEMPTS: i64 = 12;
 
-/// A published event is handed to this channel for MQTT (the MQTT task owns the client).
-pub type MqttOut = mpsc::UnboundedSender<(String, Vec<u8>, bool)>;
+pub use crate::mqtt::MqttOut;
 
 /// The event bus. Webhook URLs live in the `webhooks` table, so events raised by CLI
 /// commands (which have no MQTT connection) still reach them via the server's worker.
@@ -135,7 +134,9 @@ impl EventBus {
             tracing::error!(error = %err, kind = ev.kind.as_str(), "cannot record event");
         }
         if let Some(tx) = &self.mqtt {
-            let _ = tx.send((topics::event(ev.kind.as_str()), ev.encode(), false));
+            // An event is stored first; its MQTT copy is best effort (a full queue drops it,
+            // counted in the queue's refusals).
+            let _ = tx.try_publish(topics::event(ev.kind.as_str()), ev.encode(), false);
         }
         tracing::info!(kind = ev.kind.as_str(), message = %ev.message, "event");
         ev
@@ -186,49 +187,51 @@ pub async fn run_webhooks(
             _ = shutdown.changed() => break,
             _ = tick.tick() => {}
         }
-        let due: Vec<(i64, String, String, i64)> = {
-            let c = db.lock();
-            let mut q = match c.prepare(
-                "SELECT id, url, body, attempts FROM outbox WHERE delivered = 0 AND next_try_ms <= ?1 ORDER BY id LIMIT 32",
-            ) {
-                Ok(q) => q,
-                Err(_) => continue,
-            };
-            q.query_map([now_ms() as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        let due: Vec<(i64, String, String, i64)> = db
+            .run(|c| {
+                let mut q = c.prepare(
+                    "SELECT id, url, body, attempts FROM outbox WHERE delivered = 0 AND next_try_ms <= ?1 ORDER BY id LIMIT 32",
+                )?;
+                q.query_map([now_ms() as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()
             })
-            .map(|rows| rows.filter_map(Result::ok).collect())
-            .unwrap_or_default()
-        };
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         for (id, url, body, attempts) in due {
-            let u = url.clone();
             let headers = secret.headers(&format!("msg_{id}"), now(), body.as_bytes());
-            let r = tokio::task::spawn_blocking(move || post(&u, &body, &headers))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-            let c = db.lock();
-            match r {
-                Ok(()) => {
-                    let _ = c.execute(
-                        "UPDATE outbox SET delivered = 1, attempts = attempts + 1 WHERE id = ?1",
-                        [id],
-                    );
-                }
-                Err(e) => {
-                    let attempts = attempts + 1;
-                    if attempts >= MAX_ATTEMPTS {
-                        tracing::error!(%url, error = %e, attempts, "webhook delivery failed for good; event kept in the outbox");
-                        let _ = c.execute("UPDATE outbox SET delivered = -1, attempts = ?2, last_error = ?3 WHERE id = ?1", params![id, attempts, e]);
-                    } else {
-                        let delay = (1000i64 << (attempts - 1).min(9)).min(300_000);
-                        tracing::warn!(%url, error = %e, attempts, "webhook delivery failed; will retry");
+            let db = db.clone();
+            // The POST and the outcome's bookkeeping both block: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || {
+                let r = post(&url, &body, &headers);
+                let c = db.lock();
+                match r {
+                    Ok(()) => {
                         let _ = c.execute(
-                            "UPDATE outbox SET attempts = ?2, next_try_ms = ?3, last_error = ?4 WHERE id = ?1",
-                            params![id, attempts, now_ms() as i64 + delay, e],
+                            "UPDATE outbox SET delivered = 1, attempts = attempts + 1 WHERE id = ?1",
+                            [id],
                         );
                     }
+                    Err(e) => {
+                        let attempts = attempts + 1;
+                        if attempts >= MAX_ATTEMPTS {
+                            tracing::error!(%url, error = %e, attempts, "webhook delivery failed for good; event kept in the outbox");
+                            let _ = c.execute("UPDATE outbox SET delivered = -1, attempts = ?2, last_error = ?3 WHERE id = ?1", params![id, attempts, e]);
+                        } else {
+                            let delay = (1000i64 << (attempts - 1).min(9)).min(300_000);
+                            tracing::warn!(%url, error = %e, attempts, "webhook delivery failed; will retry");
+                            let _ = c.execute(
+                                "UPDATE outbox SET attempts = ?2, next_try_ms = ?3, last_error = ?4 WHERE id = ?1",
+                                params![id, attempts, now_ms() as i64 + delay, e],
+                            );
+                        }
+                    }
                 }
-            }
+            })
+            .await;
         }
     }
 }

@@ -283,10 +283,13 @@ pub async fn run(
         match written {
             Ok(w) => {
                 for (device, ack) in w.acks {
-                    let _ = mqtt.send((topics::ack(&device), ack.encode(), false));
+                    let _ = mqtt.send(topics::ack(&device), ack.encode(), false).await;
                 }
-                for e in w.events {
-                    if let Some(kind) = event_kind(&e.event.kind) {
+                let raised: Vec<NewEvent> = w
+                    .events
+                    .into_iter()
+                    .filter_map(|e| {
+                        let kind = event_kind(&e.event.kind)?;
                         let mut ne =
                             NewEvent::new(kind, format!("{}: {}", e.device, e.event.message))
                                 .device(&e.device)
@@ -294,8 +297,18 @@ pub async fn run(
                         if let Some(m) = e.event.model() {
                             ne = ne.model(m);
                         }
-                        events.emit(ne);
-                    }
+                        Some(ne)
+                    })
+                    .collect();
+                if !raised.is_empty() {
+                    // Recording events writes to the database: off the async workers.
+                    let events = events.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for ne in raised {
+                            events.emit(ne);
+                        }
+                    })
+                    .await;
                 }
             }
             // Nothing was committed, so nothing is acked: the agents will resend.

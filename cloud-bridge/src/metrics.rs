@@ -113,7 +113,7 @@ impl BridgeMetrics {
 
 /// `GET /metrics` (role viewer).
 pub async fn scrape(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
+    authorize(&st, &headers, Role::Viewer).await?;
     let Some(metrics) = st.metrics.clone() else {
         return Err(ApiError::not_found(
             "metrics are only available from a running bridge",

@@ -14,9 +14,124 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::audit::Audit;
 use crate::db::Db;
-use crate::events::{EventBus, MqttOut, NewEvent};
+use crate::events::{EventBus, NewEvent};
 use crate::ingest::IngestJob;
 use crate::serving::BundleServer;
+
+/// One outgoing MQTT message (QoS 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Whether the broker retains it (directives are retained; frames, acks and events
+    /// are not).
+    pub retain: bool,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OutError {
+    /// The queue holds [`MqttOut::CAPACITY`] messages: the broker link is slower than what
+    /// the bridge produces (or down).
+    #[error("the outgoing MQTT queue is full")]
+    Full,
+    /// Nothing drains the queue: no MQTT connection (CLI use) or the bridge is stopping.
+    #[error("no MQTT connection drains the outgoing queue")]
+    Closed,
+}
+
+/// The bridge's outgoing MQTT queue: bounded, so a slow or absent broker link turns into
+/// back-pressure or a counted refusal rather than unbounded memory. Producers that can
+/// wait (chunk answers, ingest acks) use [`MqttOut::send`]; synchronous ones (the rollout
+/// engine, events) use [`MqttOut::try_publish`] and handle a refusal — the engine keeps
+/// a refused directive unpublished and sends it on its next pass.
+#[derive(Debug, Clone)]
+pub struct MqttOut {
+    tx: mpsc::Sender<Publish>,
+    refused: Arc<AtomicU64>,
+}
+
+/// The receiving end, drained by the MQTT task.
+pub type MqttOutRx = mpsc::Receiver<Publish>;
+
+impl MqttOut {
+    /// Messages the queue holds: with 128 KiB packets at most 128 MiB; a rollout to 1 000
+    /// devices queues about one frame per device at a time.
+    pub const CAPACITY: usize = 1024;
+
+    /// A queue and its receiver.
+    pub fn channel() -> (Self, MqttOutRx) {
+        Self::with_capacity(Self::CAPACITY)
+    }
+
+    /// A queue of `cap` messages (tests).
+    pub fn with_capacity(cap: usize) -> (Self, MqttOutRx) {
+        let (tx, rx) = mpsc::channel(cap.max(1));
+        (
+            Self {
+                tx,
+                refused: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// A queue nothing drains (commands run without a broker connection): every
+    /// message is refused with [`OutError::Closed`].
+    pub fn detached() -> Self {
+        Self::with_capacity(1).0
+    }
+
+    /// Queues a message without waiting.
+    pub fn try_publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), OutError> {
+        use mpsc::error::TrySendError;
+        self.tx
+            .try_send(Publish {
+                topic,
+                payload,
+                retain,
+            })
+            .map_err(|e| {
+                self.refused.fetch_add(1, Relaxed);
+                match e {
+                    TrySendError::Full(_) => OutError::Full,
+                    TrySendError::Closed(_) => OutError::Closed,
+                }
+            })
+    }
+
+    /// Queues a message, waiting while the queue is full.
+    pub async fn send(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), OutError> {
+        self.tx
+            .send(Publish {
+                topic,
+                payload,
+                retain,
+            })
+            .await
+            .map_err(|_| {
+                self.refused.fetch_add(1, Relaxed);
+                OutError::Closed
+            })
+    }
+
+    /// Messages refused so far (full or closed).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+}
 
 /// Everything inbound messages are routed to.
 #[derive(Clone)]
@@ -108,7 +223,7 @@ pub struct Connection {
 pub fn start(
     conn: &Connection,
     router: Router,
-    mut out_rx: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    mut out_rx: MqttOutRx,
     mut shutdown: watch::Receiver<bool>,
 ) -> (
     watch::Receiver<bool>,
@@ -134,7 +249,7 @@ pub fn start(
             loop {
                 tokio::select! {
                     m = out_rx.recv() => match m {
-                        Some((topic, payload, retain)) => {
+                        Some(Publish { topic, payload, retain }) => {
                             let len = outpost_protocol::limits::mqtt_publish_len(topic.len(), payload.len());
                             if len > max_packet {
                                 // Isolated to this message: dropped, counted, logged once
@@ -156,6 +271,13 @@ pub fn start(
             }
         });
         let limits = Limits::default();
+        // State and presence are recorded by one blocking writer, in arrival order, so
+        // this loop never waits for the database (a rollout transaction may hold it).
+        let (reports, reports_rx) = mpsc::channel(REPORT_QUEUE);
+        let writer = {
+            let r = router.clone();
+            tokio::task::spawn_blocking(move || record_reports(&r, reports_rx))
+        };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -168,7 +290,7 @@ pub fn start(
                         (router.on_connect)(&router.out);
                         tracing::info!("bridge connected to the broker");
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => route(&router, &limits, p.topic, p.payload.to_vec()).await,
+                    Ok(Event::Incoming(Packet::Publish(p))) => route(&router, &limits, &reports, p.topic, p.payload.to_vec()).await,
                     Ok(_) => {}
                     Err(e) => {
                         router.stats.connection_errors.fetch_add(1, Relaxed);
@@ -183,6 +305,8 @@ pub fn start(
         }
         let _ = client.try_disconnect();
         out_task.abort();
+        drop(reports);
+        let _ = writer.await;
     };
     (conn_rx, task)
 }
@@ -220,7 +344,103 @@ async fn rejected(r: &Router, rej: crate::device_auth::Rejection) {
     .await;
 }
 
-async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
+/// Most device reports queued for the writer; past this, routing waits (back-pressure
+/// from a database far behind, not from one long transaction).
+const REPORT_QUEUE: usize = 4096;
+
+/// A device's state or presence, verified, waiting to be recorded.
+enum Report {
+    State(Box<ReportedState>, Option<u64>),
+    Presence(String, bool, Option<u64>),
+}
+
+/// Records reports in arrival order until the queue closes (blocking: runs on tokio's
+/// blocking pool).
+fn record_reports(r: &Router, mut rx: mpsc::Receiver<Report>) {
+    while let Some(report) = rx.blocking_recv() {
+        match report {
+            Report::State(s, counter) => {
+                let dev = s.device_id.clone();
+                let c = r.db.lock();
+                let before = crate::fleet::desired::reported(&c, &dev)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.directive_rejected);
+                match crate::devices::on_state(&c, &r.audit, &s, counter) {
+                    Ok(true) => {
+                        if let Some(rej) = &s.directive_rejected
+                            && before
+                                .as_ref()
+                                .is_none_or(|b| b.sequence != rej.sequence || b.kind != rej.kind)
+                        {
+                            let clocks = match (rej.issued_at, rej.expires_at) {
+                                (Some(i), Some(e)) => format!(
+                                    " (device clock {}, directive valid {}..{})",
+                                    rej.now, i, e
+                                ),
+                                _ => String::new(),
+                            };
+                            r.events.emit_with(
+                                &c,
+                                NewEvent::new(
+                                    EventKind::DirectiveRejected,
+                                    format!(
+                                        "{dev} refused directive {}: {}{clocks}",
+                                        rej.sequence
+                                            .map(|q| q.to_string())
+                                            .unwrap_or_else(|| "?".into()),
+                                        rej.reason
+                                    ),
+                                )
+                                .device(&dev)
+                                .details(serde_json::to_value(rej).unwrap_or_default()),
+                            );
+                        }
+                    }
+                    Ok(false) => {
+                        r.auth.replayed();
+                        tracing::warn!(device = %dev, "reported state older than the last one: ignored (replay)");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, device = %dev, "cannot record device state")
+                    }
+                }
+                drop(c);
+            }
+            Report::Presence(dev, online, counter) => {
+                let c = r.db.lock();
+                match crate::devices::on_presence(&c, &r.audit, &dev, online, counter) {
+                    Ok(crate::devices::PresenceOutcome::Recorded(before))
+                        if before != Some(online) =>
+                    {
+                        let (kind, word) = if online {
+                            (EventKind::DeviceOnline, "online")
+                        } else {
+                            (EventKind::DeviceOffline, "offline")
+                        };
+                        r.events.emit_with(
+                            &c,
+                            NewEvent::new(kind, format!("{dev} is {word}")).device(&dev),
+                        );
+                    }
+                    Ok(crate::devices::PresenceOutcome::Stale) => r.auth.replayed(),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, device = %dev, "cannot record presence"),
+                }
+                drop(c);
+            }
+        }
+        r.state_changed.notify_one();
+    }
+}
+
+async fn route(
+    r: &Router,
+    limits: &Limits,
+    reports: &mpsc::Sender<Report>,
+    topic: String,
+    payload: Vec<u8>,
+) {
     let Some((dev, kind)) = topics::parse(&topic) else {
         return;
     };
@@ -271,58 +491,13 @@ async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
                         bytes = outpost_protocol::serve::fatal_frame(f.bundle, f.index, &reason)
                             .encode();
                     }
-                    let _ = out.send((topic.clone(), bytes, false));
+                    let _ = out.send(topic.clone(), bytes, false).await;
                 }
             });
         }
         DeviceTopic::State => match ReportedState::decode(&payload, limits) {
             Ok(s) if s.device_id == dev => {
-                let c = r.db.lock();
-                let before = crate::fleet::desired::reported(&c, &dev)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.directive_rejected);
-                match crate::devices::on_state(&c, &r.audit, &s, counter) {
-                    Ok(true) => {
-                        if let Some(rej) = &s.directive_rejected
-                            && before
-                                .as_ref()
-                                .is_none_or(|b| b.sequence != rej.sequence || b.kind != rej.kind)
-                        {
-                            let clocks = match (rej.issued_at, rej.expires_at) {
-                                (Some(i), Some(e)) => format!(
-                                    " (device clock {}, directive valid {}..{})",
-                                    rej.now, i, e
-                                ),
-                                _ => String::new(),
-                            };
-                            r.events.emit_with(
-                                &c,
-                                NewEvent::new(
-                                    EventKind::DirectiveRejected,
-                                    format!(
-                                        "{dev} refused directive {}: {}{clocks}",
-                                        rej.sequence
-                                            .map(|q| q.to_string())
-                                            .unwrap_or_else(|| "?".into()),
-                                        rej.reason
-                                    ),
-                                )
-                                .device(&dev)
-                                .details(serde_json::to_value(rej).unwrap_or_default()),
-                            );
-                        }
-                    }
-                    Ok(false) => {
-                        r.auth.replayed();
-                        tracing::warn!(device = %dev, "reported state older than the last one: ignored (replay)");
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, device = %dev, "cannot record device state")
-                    }
-                }
-                drop(c);
-                r.state_changed.notify_one();
+                let _ = reports.send(Report::State(Box::new(s), counter)).await;
             }
             Ok(_) => tracing::warn!(device = %dev, "state names another device; dropped"),
             Err(e) => tracing::debug!(device = %dev, error = %e, "malformed state dropped"),
@@ -331,27 +506,7 @@ async fn route(r: &Router, limits: &Limits, topic: String, payload: Vec<u8>) {
             let Ok(p) = Presence::decode(&payload, limits) else {
                 return;
             };
-            let c = r.db.lock();
-            match crate::devices::on_presence(&c, &r.audit, &dev, p.online, counter) {
-                Ok(crate::devices::PresenceOutcome::Recorded(before))
-                    if before != Some(p.online) =>
-                {
-                    let (kind, word) = if p.online {
-                        (EventKind::DeviceOnline, "online")
-                    } else {
-                        (EventKind::DeviceOffline, "offline")
-                    };
-                    r.events.emit_with(
-                        &c,
-                        NewEvent::new(kind, format!("{dev} is {word}")).device(&dev),
-                    );
-                }
-                Ok(crate::devices::PresenceOutcome::Stale) => r.auth.replayed(),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, device = %dev, "cannot record presence"),
-            }
-            drop(c);
-            r.state_changed.notify_one();
+            let _ = reports.send(Report::Presence(dev, p.online, counter)).await;
         }
         _ => {}
     }

@@ -68,6 +68,9 @@ pub enum RegistryError {
     /// Bundle storage failure.
     #[error("bundle storage: {0}")]
     Storage(#[from] std::io::Error),
+    /// The signing key cannot be loaded.
+    #[error("signing key: {0}")]
+    Signing(String),
 }
 
 /// A registration request.

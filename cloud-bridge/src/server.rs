@@ -12,13 +12,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
-use crate::audit::Audit;
 use crate::broker::{self, Authenticator, BrokerError, GateConfig, GateStats, Identity};
-use crate::bundles::{BundleStore, FsBundleStore};
 use crate::db::{Db, DbError};
 use crate::events::{EventBus, MqttOut};
 use crate::ingest::{self, IngestStats};
 use crate::mqtt::{self, Router};
+use crate::ops::Ops;
 use crate::serving::BundleServer;
 
 /// Which broker to use.
@@ -134,16 +133,11 @@ pub fn signing_key(data_dir: &std::path::Path) -> Result<SigningKey, ServeError>
     SigningKey::load(&path).map_err(|e: KeyError| ServeError::Key(e.to_string()))
 }
 
-/// A running bridge.
+/// A running bridge: its operations context (through `Deref`, so `bridge.db` is
+/// `bridge.ops.db`) and what only a running bridge has.
 pub struct Bridge {
-    /// Database.
-    pub db: Db,
-    /// Audit log.
-    pub audit: Audit,
-    /// Events.
-    pub events: EventBus,
-    /// Bundle storage.
-    pub bundles: Arc<dyn BundleStore>,
+    /// The operations layer every face shares.
+    pub ops: Ops,
     /// Bundle server.
     pub server: Arc<BundleServer>,
     /// Ingest counters.
@@ -172,6 +166,13 @@ pub struct Bridge {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl std::ops::Deref for Bridge {
+    type Target = Ops;
+    fn deref(&self) -> &Ops {
+        &self.ops
+    }
+}
+
 impl Bridge {
     /// Stops everything (ingest drains what is queued), then checkpoints the audit trail
     /// once more so the last checkpoint covers whatever the drained tasks appended (its
@@ -181,9 +182,14 @@ impl Bridge {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        if let Err(e) = self
-            .audit
-            .checkpoint(&self.db.lock(), &self.key, &self.events)
+        let (ops, key) = (self.ops.clone(), self.key.clone());
+        let done = ops
+            .db
+            .run(move |c| ops.audit.checkpoint(c, &key, &ops.events))
+            .await;
+        if let Err(e) = done
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
         {
             tracing::error!(error = %e, "cannot checkpoint the audit trail at shutdown");
         }
@@ -198,18 +204,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     }
     let db = Db::open(&cfg.data_dir)?;
     // Registration checks chunk sizes against the limit the bridge serves with.
-    crate::db::set_max_packet_bytes(&db.lock(), cfg.gate.max_packet_bytes)
+    let max_packet = cfg.gate.max_packet_bytes;
+    db.run(move |c| crate::db::set_max_packet_bytes(c, max_packet))
+        .await?
         .map_err(|e| ServeError::Db(e.into()))?;
-    let key = Arc::new(signing_key(&cfg.data_dir)?);
-    let audit = Audit::new(&cfg.data_dir);
-    let bundles: Arc<dyn BundleStore> = Arc::new(FsBundleStore::new(&cfg.data_dir).map_err(
-        |source| ServeError::Io {
-            what: "bundle directory".into(),
-            source,
-        },
-    )?);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = MqttOut::channel();
     let mut gate_tasks = Vec::new();
 
     let secret = crate::devices::random_secret();
@@ -263,6 +263,17 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     };
 
     let events = EventBus::new(db.clone(), Some(out_tx.clone()));
+    let state_changed = Arc::new(Notify::new());
+    let ops = Ops::new(
+        db.clone(),
+        &cfg.data_dir,
+        events.clone(),
+        out_tx.clone(),
+        state_changed.clone(),
+    )
+    .map_err(|e| ServeError::Key(e.to_string()))?;
+    let key = ops.key().map_err(|e| ServeError::Key(e.to_string()))?;
+    let (audit, bundles) = (ops.audit.clone(), ops.bundles.clone());
     for url in &cfg.webhooks {
         events
             .add_webhook(url)
@@ -276,16 +287,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     ));
     let ingest_stats = Arc::new(IngestStats::default());
     let (ingest_tx, ingest_rx) = mpsc::channel(4096);
-    let state_changed = Arc::new(Notify::new());
-    let fleet = crate::fleet::FleetHandle::new(
-        db.clone(),
-        audit.clone(),
-        events.clone(),
-        key.clone(),
-        bundles.clone(),
-        out_tx.clone(),
-        state_changed.clone(),
-    );
+    let fleet = ops.fleet().map_err(|e| ServeError::Key(e.to_string()))?;
 
     let mut tasks = gate_tasks;
     tasks.push(tokio::spawn(ingest::run(
@@ -322,7 +324,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         server: server.clone(),
         out: out_tx.clone(),
         state_changed,
-        on_connect: Arc::new(move |_out| republish.republish_directives()),
+        on_connect: Arc::new(move |_out| {
+            // Database work: off the MQTT task.
+            let f = republish.clone();
+            tokio::task::spawn_blocking(move || f.republish_directives());
+        }),
         max_packet_bytes: cfg.gate.max_packet_bytes,
     };
     let (connected, mqtt_task) = mqtt::start(&conn, router, out_rx, shutdown_rx.clone());
@@ -355,13 +361,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             })?;
         http_addr = l.local_addr().ok();
         let st = ApiState {
-            db: db.clone(),
-            audit: audit.clone(),
-            events: events.clone(),
-            bundles: bundles.clone(),
+            ops: ops.clone(),
             public_key: key.public_key(),
             device_broker_url: cfg.device_broker_url.clone().unwrap_or(device_url),
-            data_dir: cfg.data_dir.clone(),
             fleet: fleet.clone(),
             counters: Some((server.clone(), ingest_stats.clone())),
             gate: gate_stats.clone(),
@@ -389,10 +391,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         )));
     }
     Ok(Bridge {
-        db,
-        audit,
-        events,
-        bundles,
+        ops,
         server,
         ingest: ingest_stats,
         key,
@@ -461,9 +460,24 @@ async fn drift_alerts(db: Db, events: EventBus, mut shutdown: watch::Receiver<bo
             _ = shutdown.changed() => break,
             _ = t.tick() => {}
         }
-        let c = db.lock();
-        if let Err(e) = alerter.check(&c, &events, crate::db::now_ms()) {
-            tracing::error!(error = %e, "fleet drift check failed");
+        let ev = events.clone();
+        let checked = db
+            .run(move |c| {
+                let r = alerter.check(c, &ev, crate::db::now_ms());
+                (alerter, r)
+            })
+            .await;
+        match checked {
+            Ok((a, r)) => {
+                alerter = a;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "fleet drift check failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fleet drift check failed");
+                break;
+            }
         }
     }
 }

@@ -41,12 +41,13 @@ use outpost_bridge::fleet::{
     CreateDeployment, DeploymentFilter, FleetHandle, GateSpec, RemoveModel, RollbackRequest,
     Selector, StrategySpec, desired,
 };
+use outpost_bridge::mqtt::{MqttOut, MqttOutRx, Publish};
 use outpost_bridge::registry::{self, RegisterRequest};
 use outpost_protocol::directive::{self, DirectiveContext};
 use outpost_protocol::wire::{BudgetState, DirectiveRejection, Health, ReportedState, UpdatePhase};
 use outpost_protocol::{Digest, Limits, SigningKey, TrustStore, topics};
 use proptest::prelude::*;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 const MODEL: &str = "m";
 const DEVICES: [&str; 3] = ["d0", "d1", "d2"];
@@ -194,7 +195,7 @@ struct World {
     audit: Audit,
     bundles: Arc<dyn BundleStore>,
     fleet: FleetHandle,
-    out: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    out: MqttOutRx,
     /// The broker's retained directives, by device.
     retained: BTreeMap<String, Vec<u8>>,
     devices: Vec<Device>,
@@ -213,11 +214,10 @@ fn engine(
     key: &Arc<SigningKey>,
     bundles: &Arc<dyn BundleStore>,
     clock: &Clock,
-) -> (
-    FleetHandle,
-    mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
+) -> (FleetHandle, MqttOutRx) {
+    // Large enough that the model's bursts never hit the bound (a refusal would only
+    // delay a directive to the next pass, which the model does not drive).
+    let (tx, rx) = MqttOut::with_capacity(1 << 16);
     let fleet = FleetHandle::new(
         db.clone(),
         Audit::new(data),
@@ -354,7 +354,12 @@ impl World {
     /// Moves what the engine published into the broker's retained store, and delivers
     /// each device's retained directive once to an online device.
     fn broker(&mut self) -> Result<(), TestCaseError> {
-        while let Ok((topic, body, retain)) = self.out.try_recv() {
+        while let Ok(Publish {
+            topic,
+            payload: body,
+            retain,
+        }) = self.out.try_recv()
+        {
             if let Some(dev) = DEVICES.iter().find(|d| topics::directive(d) == topic) {
                 prop_assert!(retain, "directives are retained");
                 self.retained.insert(dev.to_string(), body);

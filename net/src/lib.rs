@@ -25,6 +25,13 @@
 //!   [`HttpLimits::drain_grace`].
 //!
 //! Every one of these is counted in [`ConnStats`], which the caller owns and may show.
+//!
+//! | module | what |
+//! |---|---|
+//! | `conns` | the open-connection table (cap, eviction) and its I/O wrapper |
+//! | [`metrics`] | Prometheus exposition shared by both `/metrics` |
+//! | `serve` | the accept loop and the per-connection task |
+//! | [`testing`] | misbehaving clients and process probes for tests |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -10,6 +10,27 @@
 //!
 //! Every decoder of untrusted bytes checks a size cap before it allocates or inflates
 //! (see [`limits`]); zstd inflation goes only through [`capped`].
+//!
+//! | module | what |
+//! |---|---|
+//! | [`baseline`] | the signed training-data baseline profile and the drift statistics (PSI, KS) |
+//! | [`bundle`] | signed model bundles: layout, building, verification (`VerifiedBundle`) |
+//! | [`capped`] | zstd inflation with a hard cap (the only zstd decoder allowed) |
+//! | [`contract`] | the model contract: inputs, outputs and what outputs mean |
+//! | [`device_auth`] | sealing and opening device messages (key, counter) |
+//! | [`digest`] | SHA-256 content addresses |
+//! | [`directive`] | signed deployment directives (`VerifiedDirective`) |
+//! | [`keys`] | Ed25519 keys, key ids, the trust store |
+//! | [`limits`] | size caps for every decoder of untrusted bytes |
+//! | [`manifest`] | the bundle manifest |
+//! | [`oip`] | Open Inference Protocol v2 request and response bodies |
+//! | [`records`] | typed uplink record bodies (telemetry, captures, events) |
+//! | [`serve`] | serving bundle parts for the pull protocol (sans-IO) |
+//! | [`tensor`] | OIP tensors: datatypes, shapes, JSON and binary layouts |
+//! | [`time`] | timestamps for people (RFC 3339) |
+//! | [`topics`] | the MQTT topic layout under `outpost/v1/` |
+//! | [`uplink`] | uplink batches: sequenced, compressed records |
+//! | [`wire`] | other wire messages: reported state, presence, chunk requests, acks, events |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,6 +1,11 @@
 //! Helpers shared by Outpost's tests (dev-only; never a dependency of a shipped binary):
 //! signing keys with a trust directory, signed bundles of the committed model fixtures,
 //! signed directives, and polling.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`mosquitto`] | a real mosquitto for tests (found, started on a free port, killed on drop) |
+//! | [`prom`] | reading and validating Prometheus text exposition |
 
 pub mod mosquitto;
 pub mod prom;

@@ -77,6 +77,23 @@ fn model_ref(s: &str) -> Result<(String, Option<u32>), ApiError> {
     Ok((m, v))
 }
 
+/// Runs blocking work (database, rollout engine) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Runs `f` with the shared connection off the async workers ([`crate::db::Db::run`]).
+async fn db<T: Send + 'static>(
+    st: &ApiState,
+    f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    st.db.run(f).await.map_err(ApiError::internal)?
+}
+
 fn registry_err(e: RegistryError) -> ApiError {
     match e {
         RegistryError::NotFound(m) => ApiError::not_found(format!("model {m} not found")),
@@ -86,7 +103,9 @@ fn registry_err(e: RegistryError) -> ApiError {
         | RegistryError::Refused(_)
         | RegistryError::Pack(_)
         | RegistryError::PacketLimit { .. }) => ApiError::invalid(e.to_string()),
-        e @ (RegistryError::Db(_) | RegistryError::Storage(_)) => ApiError::internal(e),
+        e @ (RegistryError::Db(_) | RegistryError::Storage(_) | RegistryError::Signing(_)) => {
+            ApiError::internal(e)
+        }
     }
 }
 
@@ -103,7 +122,7 @@ pub async fn list_models(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let q = query_pairs(q.as_deref());
     let mut f = ModelFilter {
         name: get(&q, "name").map(str::to_owned),
@@ -119,7 +138,7 @@ pub async fn list_models(
             }
         }
     }
-    let rows = registry::list(&st.db.lock(), &f).map_err(registry_err)?;
+    let rows = db(&st, move |c| registry::list(c, &f).map_err(registry_err)).await?;
     Ok(axum::Json(rows).into_response())
 }
 
@@ -140,9 +159,13 @@ pub async fn show_model(
     h: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     input::bounded("model", &name, input::MAX_NAME)?;
-    let r = registry::show(&st.db.lock(), &name, version_of(&version)?).map_err(registry_err)?;
+    let v = version_of(&version)?;
+    let r = db(&st, move |c| {
+        registry::show(c, &name, v).map_err(registry_err)
+    })
+    .await?;
     Ok(axum::Json(r).into_response())
 }
 
@@ -152,23 +175,17 @@ pub async fn delete_model(
     Path((name, version)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let actor = authorize(&st, &h, Role::Operator)?;
+    let actor = authorize(&st, &h, Role::Operator).await?;
     input::bounded("model", &name, input::MAX_NAME)?;
     let v =
         version_of(&version)?.ok_or_else(|| ApiError::bad("delete needs an explicit version"))?;
     let q = query_pairs(q.as_deref());
     let reason = get(&q, "reason").unwrap_or("").to_owned();
-    let mut c = st.db.lock();
-    registry::delete(
-        &mut c,
-        &st.audit,
-        st.bundles.as_ref(),
-        &name,
-        v,
-        &actor,
-        &reason,
-    )
-    .map_err(registry_err)?;
+    let (audit, bundles, n) = (st.audit.clone(), st.bundles.clone(), name.clone());
+    db(&st, move |c| {
+        registry::delete(c, &audit, bundles.as_ref(), &n, v, &actor, &reason).map_err(registry_err)
+    })
+    .await?;
     Ok(axum::Json(json!({"deleted": format!("{name}:{v}")})).into_response())
 }
 
@@ -177,7 +194,7 @@ pub async fn list_devices(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let mut tags = Vec::new();
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
@@ -188,7 +205,10 @@ pub async fn list_devices(
         }
     }
     input::count("tag", tags.len(), input::MAX_TAGS)?;
-    let rows = crate::devices::list(&st.db.lock(), &tags).map_err(ApiError::internal)?;
+    let rows = db(&st, move |c| {
+        crate::devices::list(c, &tags).map_err(ApiError::internal)
+    })
+    .await?;
     Ok(axum::Json(rows).into_response())
 }
 
@@ -198,15 +218,18 @@ pub async fn show_device(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     use crate::devices::DeviceError;
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     input::bounded("device", &id, input::MAX_DEVICE_ID)?;
-    let c = st.db.lock();
-    let d = crate::devices::show(&c, &id).map_err(|e| match e {
-        e @ DeviceError::NotFound(_) => ApiError::not_found(e.to_string()),
-        e => ApiError::internal(e),
-    })?;
-    let desired = crate::fleet::desired::entries(&c, &id).map_err(fleet_err)?;
-    Ok(axum::Json(crate::fleet::DeviceView { device: d, desired }).into_response())
+    let view = db(&st, move |c| {
+        let device = crate::devices::show(c, &id).map_err(|e| match e {
+            e @ DeviceError::NotFound(_) => ApiError::not_found(e.to_string()),
+            e => ApiError::internal(e),
+        })?;
+        let desired = crate::fleet::desired::entries(c, &id).map_err(fleet_err)?;
+        Ok(crate::fleet::DeviceView { device, desired })
+    })
+    .await?;
+    Ok(axum::Json(view).into_response())
 }
 
 /// `DELETE /v1/devices/{id}/models/{model}`: take a model off a device.
@@ -216,7 +239,7 @@ pub async fn remove_device_model(
     Path((id, model)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let actor = authorize(&st, &h, Role::Operator)?;
+    let actor = authorize(&st, &h, Role::Operator).await?;
     input::bounded("device", &id, input::MAX_DEVICE_ID)?;
     let mut reason = String::new();
     for (k, v) in query_pairs(q.as_deref()) {
@@ -264,7 +287,7 @@ pub async fn add_device(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use crate::devices::DeviceError;
-    let actor = authorize(&st, &h, Role::Admin)?;
+    let actor = authorize(&st, &h, Role::Admin).await?;
     let req: AddDevice = parse_body(body)?;
     // Checked as a map: a key with `=` would otherwise be split differently below.
     input::tag_map("tags", &req.tags)?;
@@ -273,23 +296,23 @@ pub async fn add_device(
         .target
         .unwrap_or_else(|| "aarch64-unknown-linux-gnu".into());
     let out = st.data_dir.join("provisioned").join(&req.id);
-    let ca = crate::broker::tls::Ca::load_or_create(&st.data_dir).map_err(ApiError::internal)?;
-    let c = st.db.lock();
-    let p = crate::devices::add_with(
-        &c,
-        &st.audit,
-        &req.id,
-        &tags,
-        &target,
-        &st.device_broker_url,
-        &st.public_key,
-        &out,
-        &actor,
-        crate::devices::CertOptions {
-            ca: Some(&ca),
-            use_tls: false,
-        },
-    )
+    let ops = st.ops.clone();
+    let (id, url) = (req.id.clone(), st.device_broker_url.clone());
+    let p = tokio::task::spawn_blocking(move || {
+        ops.add_device(
+            crate::ops::AddDevice {
+                id: &id,
+                tags: &tags,
+                target: &target,
+                broker_url: &url,
+                out: None,
+                tls: false,
+            },
+            &actor,
+        )
+    })
+    .await
+    .map_err(ApiError::internal)?
     .map_err(|e| match e {
         DeviceError::Input(e) => e.into(),
         DeviceError::BadId(_) | DeviceError::Reserved(_) | DeviceError::NotTlsUrl(_) => {
@@ -298,6 +321,7 @@ pub async fn add_device(
         DeviceError::Exists(_) => ApiError::conflict(e.to_string()),
         e => ApiError::internal(e),
     })?;
+    let ca = crate::broker::tls::Ca::load_or_create(&st.data_dir).map_err(ApiError::internal)?;
     let agent_toml = std::fs::read_to_string(out.join("agent.toml")).map_err(ApiError::internal)?;
     let trust = st.public_key.to_file_contents();
     Ok((
@@ -339,18 +363,20 @@ pub async fn audit(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let q = query_pairs(q.as_deref());
-    let rows = st
-        .audit
-        .list(&st.db.lock(), Some(u64::from(limit(&q, 100)?)))
-        .map_err(ApiError::internal)?;
+    let (audit, n) = (st.audit.clone(), u64::from(limit(&q, 100)?));
+    let rows = db(&st, move |c| {
+        audit.list(c, Some(n)).map_err(ApiError::internal)
+    })
+    .await?;
     Ok(axum::Json(rows).into_response())
 }
 
 pub async fn audit_verify(State(st): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
-    let r = st.audit.verify(&st.db.lock()).map_err(ApiError::internal)?;
+    authorize(&st, &h, Role::Viewer).await?;
+    let audit = st.audit.clone();
+    let r = db(&st, move |c| audit.verify(c).map_err(ApiError::internal)).await?;
     Ok(
         axum::Json(json!({"ok": r.problems.is_empty(), "rows": r.rows, "problems": r.problems}))
             .into_response(),
@@ -362,7 +388,7 @@ pub async fn events(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let q = query_pairs(q.as_deref());
     let kind = get(&q, "kind");
     if let Some(k) = kind {
@@ -381,7 +407,7 @@ pub async fn export_captures(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     use crate::export::{CaptureQuery, parse_time, write_jsonl};
-    authorize(&st, &h, Role::Operator)?;
+    authorize(&st, &h, Role::Operator).await?;
     let q = query_pairs(q.as_deref());
     let model =
         get(&q, "model").ok_or_else(|| ApiError::bad("model=NAME[:VERSION] is required"))?;
@@ -406,7 +432,7 @@ pub async fn export_captures(
             .map(|(_, v)| input::bounded("device", v, input::MAX_DEVICE_ID).map(|()| v.clone()))
             .collect::<Result<_, _>>()?,
     };
-    let rows = cq.rows(&st.db.lock()).map_err(ApiError::internal)?;
+    let rows = db(&st, move |c| cq.rows(c).map_err(ApiError::internal)).await?;
     let mut body = Vec::new();
     write_jsonl(&rows, &mut body).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
@@ -440,7 +466,7 @@ pub async fn list_deployments(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let q = query_pairs(q.as_deref());
     let mut f = crate::fleet::DeploymentFilter::default();
     for (k, v) in &q {
@@ -467,7 +493,9 @@ pub async fn list_deployments(
             }
         }
     }
-    Ok(axum::Json(st.fleet.list(&f).map_err(fleet_err)?).into_response())
+    let fleet = st.fleet.clone();
+    let rows = blocking(move || fleet.list(&f).map_err(fleet_err)).await?;
+    Ok(axum::Json(rows).into_response())
 }
 
 #[derive(Deserialize)]
@@ -494,7 +522,7 @@ pub async fn create_deployment(
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = authorize(&st, &h, Role::Operator)?;
+    let actor = authorize(&st, &h, Role::Operator).await?;
     let b: CreateBody = parse_body(body)?;
     input::tag_map("tags", &b.tags)?;
     let strategy = b.strategy.unwrap_or_default().build().map_err(fleet_err)?;
@@ -523,9 +551,11 @@ pub async fn show_deployment(
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     input::id("deployment", &id)?;
-    Ok(axum::Json(st.fleet.show(&id).map_err(fleet_err)?).into_response())
+    let fleet = st.fleet.clone();
+    let rec = blocking(move || fleet.show(&id).map_err(fleet_err)).await?;
+    Ok(axum::Json(rec).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -545,7 +575,7 @@ pub async fn deployment_action(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use crate::fleet::machine::Command;
-    let actor = authorize(&st, &h, Role::Operator)?;
+    let actor = authorize(&st, &h, Role::Operator).await?;
     input::id("deployment", &id)?;
     let b: ActionBody = match body {
         Ok(b) if b.is_empty() => ActionBody::default(),
@@ -592,7 +622,7 @@ pub async fn drift(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let mut f = crate::drift::DriftFilter::default();
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
@@ -614,18 +644,19 @@ pub async fn drift(
             }
         }
     }
-    let groups = crate::drift::fleet(&st.db.lock(), &f, crate::db::now_ms(), 120_000).map_err(
-        |e| match e {
+    let groups = db(&st, move |c| {
+        crate::drift::fleet(c, &f, crate::db::now_ms(), 120_000).map_err(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => ApiError::not_found("no such deployment"),
             e => ApiError::internal(e),
-        },
-    )?;
+        })
+    })
+    .await?;
     Ok(axum::Json(groups).into_response())
 }
 
 pub async fn stats(State(st): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
-    authorize(&st, &h, Role::Viewer)?;
+    authorize(&st, &h, Role::Viewer).await?;
     let Some((server, ingest)) = &st.counters else {
         return Err(ApiError::not_found(
             "counters are only available from a running bridge",

@@ -13,7 +13,6 @@
 mod handlers;
 mod openapi;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -25,32 +24,21 @@ use outpost_net::{ConnStats, HttpLimits};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::audit::Audit;
 use crate::auth::{self, Role};
-use crate::bundles::BundleStore;
-use crate::db::Db;
-use crate::events::EventBus;
 use crate::input::InputError;
 
 pub use openapi::document;
 
-/// What handlers share.
+/// What handlers share: the operations context (through `Deref`, so `st.db` is
+/// `st.ops.db`) and what only `serve` has.
 #[derive(Clone)]
 pub struct ApiState {
-    /// Database.
-    pub db: Db,
-    /// Audit log.
-    pub audit: Audit,
-    /// Events.
-    pub events: EventBus,
-    /// Bundles.
-    pub bundles: Arc<dyn BundleStore>,
+    /// The operations layer every face shares.
+    pub ops: crate::ops::Ops,
     /// The signing key's public half (handed to provisioned devices).
     pub public_key: outpost_protocol::PublicKey,
     /// Broker URL written into provisioned devices' configs.
     pub device_broker_url: String,
-    /// Where provisioning files go.
-    pub data_dir: PathBuf,
     /// The rollout engine.
     pub fleet: crate::fleet::FleetHandle,
     /// Serving and ingest counters (None outside `serve`).
@@ -67,6 +55,13 @@ pub struct ApiState {
     pub metrics: Option<Arc<crate::metrics::BridgeMetrics>>,
     /// The dashboard's live-update feed (None outside `serve`).
     pub live: Option<crate::ui::LiveHub>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = crate::ops::Ops;
+    fn deref(&self) -> &crate::ops::Ops {
+        &self.ops
+    }
 }
 
 /// Largest request body (no route uploads files).
@@ -118,7 +113,7 @@ impl From<InputError> for ApiError {
 }
 
 /// Checks the bearer token; returns the actor name for the audit log.
-pub fn authorize(st: &ApiState, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+pub async fn authorize(st: &ApiState, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -130,7 +125,13 @@ pub fn authorize(st: &ApiState, headers: &HeaderMap, need: Role) -> Result<Strin
             "unknown or revoked token".into(),
         ));
     }
-    let found = auth::lookup(&st.db.lock(), token.trim()).map_err(ApiError::internal)?;
+    let token = token.trim().to_owned();
+    let found = st
+        .db
+        .run(move |c| auth::lookup(c, &token))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     let (name, role) = found
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown or revoked token".into()))?;
     if role < need {

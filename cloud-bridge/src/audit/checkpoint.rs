@@ -575,7 +575,12 @@ pub async fn run_checkpoints(
             _ = shutdown.changed() => break,
             _ = tick.tick() => {}
         }
-        let r = audit.checkpoint(&db.lock(), &key, &events);
+        let (a, k, ev) = (audit.clone(), key.clone(), events.clone());
+        let r = match db.run(move |c| a.checkpoint(c, &k, &ev)).await {
+            Ok(r) => r,
+            // The runtime is stopping.
+            Err(_) => break,
+        };
         match r {
             Ok(_) => last_error = None,
             Err(e) => {

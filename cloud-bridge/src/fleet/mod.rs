@@ -352,7 +352,7 @@ impl FleetHandle {
         for (device, seq, body) in msgs {
             if self
                 .out
-                .send((topics::directive(&device), body, true))
+                .try_publish(topics::directive(&device), body, true)
                 .is_ok()
             {
                 let _ = self.db.lock().execute(
@@ -627,23 +627,22 @@ impl FleetHandle {
     }
 
     /// Publishes every device's latest directive again (after the bridge reconnects to a
-    /// broker that may have lost its retained messages).
+    /// broker that may have lost its retained messages): marks them unpublished and sends
+    /// what the outgoing queue takes now; the engine's passes send the rest. Blocking
+    /// (database): call it off the async workers.
     pub fn republish_directives(&self) {
-        let rows: Vec<Outgoing> = {
-            let c = self.db.lock();
-            let Ok(mut q) = c.prepare(
-                "SELECT d.device, d.sequence, d.body FROM directives d
-                 WHERE d.sequence = (SELECT MAX(sequence) FROM directives x WHERE x.device = d.device)",
-            ) else {
-                return;
-            };
-            q.query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-            })
-            .map(|rows| rows.filter_map(Result::ok).collect())
-            .unwrap_or_default()
-        };
-        self.publish(rows);
+        let marked = self.db.lock().execute(
+            "UPDATE directives SET published = 0 WHERE sequence =
+             (SELECT MAX(sequence) FROM directives x WHERE x.device = directives.device)",
+            [],
+        );
+        if let Err(e) = marked
+            .map_err(FleetError::from)
+            .and_then(|_| self.publish_pending())
+        {
+            tracing::error!(error = %e, "cannot republish directives");
+        }
+        self.wake.notify_one();
     }
 
     /// One engine pass: publish what is pending, refresh directives due, then feed every
