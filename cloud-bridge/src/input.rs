@@ -86,7 +86,8 @@ pub enum InputError {
 }
 
 /// At most 64 characters of `s`, for messages (a refused value may be megabytes).
-fn preview(s: &str) -> String {
+/// (Public for filters that quote a refused value.)
+pub fn preview(s: &str) -> String {
     match s.char_indices().nth(64) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),

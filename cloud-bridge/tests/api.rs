@@ -272,6 +272,13 @@ async fn auth_roles_errors_and_openapi() {
         .call("GET", "/v1/deployments?device=gw-1", Some(&viewer), None)
         .await;
     assert_eq!(list[0]["id"], id);
+    // The filter is the type `deploy list` parses: unknown or mistyped fields are refused.
+    for q in ["bogus=1", "version=one", "state=a%20b"] {
+        let (s, body) = api
+            .call("GET", &format!("/v1/deployments?{q}"), Some(&viewer), None)
+            .await;
+        assert_eq!(s, 400, "{q}: {body}");
+    }
 
     // Audit verify, events, export validation, unknown routes.
     let (s, v) = api

@@ -467,32 +467,15 @@ pub async fn list_deployments(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer).await?;
-    let q = query_pairs(q.as_deref());
-    let mut f = crate::fleet::DeploymentFilter::default();
-    for (k, v) in &q {
-        match k.as_str() {
-            "model" => {
-                input::bounded("model", v, input::MAX_NAME)?;
-                f.model = Some(v.clone());
-            }
-            "version" => {
-                f.version = Some(v.parse().map_err(|_| {
-                    ApiError::bad(format!("version {:?} is not a number", short(v)))
-                })?)
-            }
-            "state" => {
-                input::id("state", v)?;
-                f.state = Some(v.clone());
-            }
-            "device" => {
-                input::bounded("device", v, input::MAX_DEVICE_ID)?;
-                f.device = Some(v.clone());
-            }
-            other => {
-                return Err(unknown_param(other, "model, version, state, device"));
-            }
-        }
-    }
+    // The same type `deploy list` parses its flags into.
+    let f: crate::fleet::DeploymentFilter = axum::extract::Query::try_from_uri(
+        &format!("/?{}", q.unwrap_or_default())
+            .parse()
+            .map_err(|_| ApiError::bad("malformed query string"))?,
+    )
+    .map_err(|e| ApiError::bad(e.body_text()))?
+    .0;
+    f.check()?;
     let fleet = st.fleet.clone();
     let rows = blocking(move || fleet.list(&f).map_err(fleet_err)).await?;
     Ok(axum::Json(rows).into_response())

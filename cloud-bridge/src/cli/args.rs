@@ -393,18 +393,8 @@ pub enum DeployCmd {
     Create(Box<CreateArgs>),
     /// List / search deployments.
     List {
-        /// Model name.
-        #[arg(long)]
-        model: Option<String>,
-        /// Version.
-        #[arg(long)]
-        version: Option<u32>,
-        /// State (running, paused, succeeded, aborted, rolling_back, rolled_back).
-        #[arg(long)]
-        state: Option<String>,
-        /// Containing this device.
-        #[arg(long)]
-        device: Option<String>,
+        #[command(flatten)]
+        filter: crate::fleet::DeploymentFilter,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -504,36 +494,8 @@ pub struct CreateArgs {
     /// Device tag k=v (repeatable, all must match).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
-    /// Cumulative wave fractions, e.g. 0,0.1,0.5,1 (first = one canary).
-    #[arg(long, value_delimiter = ',')]
-    pub waves: Option<Vec<f64>>,
-    /// Per-wave timeout, seconds.
-    #[arg(long)]
-    pub timeout_secs: Option<u64>,
-    /// Share of a wave that must succeed.
-    #[arg(long)]
-    pub success_threshold: Option<f64>,
-    /// Share of a wave that may fail.
-    #[arg(long)]
-    pub error_threshold: Option<f64>,
-    /// rollback | pause.
-    #[arg(long)]
-    pub on_trip: Option<String>,
-    /// Canary gate: largest error rate.
-    #[arg(long)]
-    pub max_error_rate: Option<f64>,
-    /// Canary gate: largest p99 latency, µs.
-    #[arg(long)]
-    pub max_p99_us: Option<u64>,
-    /// Canary gate: largest output shift (0..1).
-    #[arg(long)]
-    pub max_output_shift: Option<f64>,
-    /// Canary gate: predictions needed.
-    #[arg(long)]
-    pub min_samples: Option<u64>,
-    /// Canary gate: observation period, seconds.
-    #[arg(long)]
-    pub observe_secs: Option<u64>,
+    #[command(flatten)]
+    pub strategy: crate::fleet::StrategySpec,
     /// Roll out without the canary gates (operator role; needs --reason; audited).
     #[arg(long)]
     pub skip_gates: bool,

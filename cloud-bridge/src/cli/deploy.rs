@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::args::{AbortArgs, DeployCmd};
 use super::{CliError, model_arg, output, pairs, table};
-use crate::fleet::{self, StrategySpec};
+use crate::fleet;
 use crate::ops::Ops;
 
 fn follow(
@@ -65,23 +65,6 @@ pub(super) fn run(dir: &Path, who: String, cmd: DeployCmd) -> Result<ExitCode, C
     match cmd {
         DeployCmd::Create(a) => {
             let (model, version) = model_arg(&a.model)?;
-            let mut spec = StrategySpec::default();
-            if let Some(w) = a.waves {
-                spec.waves = w;
-            }
-            spec.timeout_secs = a.timeout_secs.unwrap_or(spec.timeout_secs);
-            spec.success_threshold = a.success_threshold.unwrap_or(spec.success_threshold);
-            spec.error_threshold = a.error_threshold.unwrap_or(spec.error_threshold);
-            if let Some(t) = a.on_trip {
-                spec.on_trip = serde_json::from_value(serde_json::json!(t)).map_err(|_| {
-                    CliError::usage(format!("--on-trip {t:?} is not rollback or pause"))
-                })?;
-            }
-            spec.gates.max_error_rate = a.max_error_rate.or(spec.gates.max_error_rate);
-            spec.gates.max_p99_us = a.max_p99_us.or(spec.gates.max_p99_us);
-            spec.gates.max_output_shift = a.max_output_shift.or(spec.gates.max_output_shift);
-            spec.gates.min_samples = a.min_samples.unwrap_or(spec.gates.min_samples);
-            spec.gates.observe_secs = a.observe_secs.unwrap_or(spec.gates.observe_secs);
             let d = f.create(fleet::CreateDeployment {
                 model,
                 version,
@@ -89,7 +72,7 @@ pub(super) fn run(dir: &Path, who: String, cmd: DeployCmd) -> Result<ExitCode, C
                     ids: a.devices,
                     tags: pairs(&a.tags, "tag")?,
                 },
-                strategy: spec.build()?,
+                strategy: a.strategy.build()?,
                 actor: who,
                 reason: a.reason,
                 skip_gates: a.skip_gates,
@@ -99,19 +82,9 @@ pub(super) fn run(dir: &Path, who: String, cmd: DeployCmd) -> Result<ExitCode, C
             }
             show(&d, a.json);
         }
-        DeployCmd::List {
-            model,
-            version,
-            state,
-            device,
-            json,
-        } => {
-            let rows = f.list(&fleet::DeploymentFilter {
-                model,
-                version,
-                state,
-                device,
-            })?;
+        DeployCmd::List { filter, json } => {
+            filter.check()?;
+            let rows = f.list(&filter)?;
             output(json, &rows, || {
                 table(
                     &["ID", "MODEL", "STATE", "WAVE", "DONE", "CREATED"],

@@ -72,7 +72,7 @@ impl Default for Gates {
 }
 
 /// What a trip does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum OnTrip {
     /// Stop advancing; an operator decides.
@@ -80,6 +80,16 @@ pub enum OnTrip {
     /// Send every switched device back to its previous model.
     Rollback,
 }
+
+/// Every [`State::name`], in lifecycle order (what a list can be filtered by).
+pub const STATE_NAMES: [&str; 6] = [
+    "running",
+    "paused",
+    "succeeded",
+    "aborted",
+    "rolling_back",
+    "rolled_back",
+];
 
 /// The strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +181,7 @@ pub enum State {
 impl State {
     /// Short name (for search and display).
     pub fn name(&self) -> &'static str {
+        // Keep in step with STATE_NAMES.
         match self {
             State::Running => "running",
             State::Paused { .. } => "paused",

@@ -150,17 +150,48 @@ pub struct DeviceView {
     pub desired: Vec<ModelTarget>,
 }
 
-/// Search filters.
-#[derive(Debug, Clone, Default)]
+/// Deployment search filters: `deploy list`'s flags (clap) and `GET /v1/deployments`'s
+/// query are this one type.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
 pub struct DeploymentFilter {
     /// Model name.
+    #[arg(long)]
     pub model: Option<String>,
-    /// Version.
+    /// Model version.
+    #[arg(long)]
     pub version: Option<u32>,
-    /// State name.
+    /// State (running, paused, succeeded, aborted, rolling_back, rolled_back).
+    #[arg(long)]
     pub state: Option<String>,
-    /// Contains this device.
+    /// Containing this device.
+    #[arg(long)]
     pub device: Option<String>,
+}
+
+impl DeploymentFilter {
+    /// Every field within [`crate::input`]'s caps (the filter arrives from outside).
+    pub fn check(&self) -> Result<(), crate::input::InputError> {
+        use crate::input;
+        if let Some(m) = &self.model {
+            input::bounded("model", m, input::MAX_NAME)?;
+        }
+        if let Some(s) = self
+            .state
+            .as_deref()
+            .filter(|s| !machine::STATE_NAMES.contains(s))
+        {
+            return Err(input::InputError::NotOneOf {
+                field: "state",
+                value: input::preview(s),
+                allowed: "running, paused, succeeded, aborted, rolling_back, rolled_back",
+            });
+        }
+        if let Some(d) = &self.device {
+            input::bounded("device", d, input::MAX_DEVICE_ID)?;
+        }
+        Ok(())
+    }
 }
 
 /// The engine's handle.

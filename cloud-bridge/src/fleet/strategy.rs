@@ -5,48 +5,61 @@ use serde::Serialize;
 use super::FleetError;
 use super::machine::{self, Strategy};
 
-/// A compact strategy description (API bodies, CLI flags) → [`Strategy`].
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+/// A compact strategy description → [`Strategy`]: the API's `strategy` body (serde) and
+/// `deploy create`'s flags (clap) are this one type, with the same defaults.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySpec {
-    /// Cumulative fractions per wave (first wave: at least one device).
+    /// Cumulative wave fractions, e.g. 0,0.1,0.5,1 (first = one canary device).
     #[serde(default = "default_waves")]
+    #[arg(long, value_delimiter = ',', default_values_t = default_waves())]
     pub waves: Vec<f64>,
     /// Share of a wave that must succeed.
     #[serde(default = "default_success")]
+    #[arg(long, default_value_t = default_success())]
     pub success_threshold: f64,
     /// Share of a wave that may fail.
     #[serde(default = "default_error")]
+    #[arg(long, default_value_t = default_error())]
     pub error_threshold: f64,
     /// Per-wave timeout, seconds.
     #[serde(default = "default_timeout")]
+    #[arg(long, default_value_t = default_timeout())]
     pub timeout_secs: u64,
-    /// What a trip does.
+    /// What a trip of a threshold or gate does.
     #[serde(default = "default_on_trip")]
+    #[arg(long, value_enum, default_value_t = default_on_trip())]
     pub on_trip: machine::OnTrip,
     /// Canary gates.
     #[serde(default)]
+    #[command(flatten)]
     pub gates: GateSpec,
 }
 
-/// Canary gates, compact.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+/// Canary gates, compact (API body and CLI flags alike).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct GateSpec {
-    /// Largest error rate (null: no gate).
+    /// Canary gate: largest error rate (JSON null: no gate).
     #[serde(default = "default_max_error_rate")]
+    #[arg(long, default_value = "0.01")]
     pub max_error_rate: Option<f64>,
-    /// Largest p99 latency, µs (null: no gate).
+    /// Canary gate: largest p99 latency, µs (null: no gate).
     #[serde(default)]
+    #[arg(long)]
     pub max_p99_us: Option<u64>,
-    /// Largest output shift (total-variation distance; null: no gate).
+    /// Canary gate: largest output shift, total-variation distance 0..1 (JSON null: no
+    /// gate).
     #[serde(default = "default_max_shift")]
+    #[arg(long, default_value = "0.3")]
     pub max_output_shift: Option<f64>,
-    /// Predictions needed.
+    /// Canary gate: predictions needed before judging.
     #[serde(default = "default_min_samples")]
+    #[arg(long, default_value_t = default_min_samples())]
     pub min_samples: u64,
-    /// Observation period, seconds.
+    /// Canary gate: observation period, seconds.
     #[serde(default = "default_observe")]
+    #[arg(long, default_value_t = default_observe())]
     pub observe_secs: u64,
 }
 
@@ -128,5 +141,50 @@ impl StrategySpec {
         };
         s.validate().map_err(FleetError::Invalid)?;
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        s: StrategySpec,
+    }
+
+    /// The flags and the JSON body are one type: with nothing given, both are the
+    /// defaults (a default changed in one place only would fail here).
+    #[test]
+    fn flags_and_body_share_their_defaults() {
+        let flags = Flags::try_parse_from(["x"]).unwrap().s;
+        let body: StrategySpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(flags, StrategySpec::default());
+        assert_eq!(body, StrategySpec::default());
+    }
+
+    #[test]
+    fn flags_set_what_the_body_sets() {
+        let flags = Flags::try_parse_from([
+            "x",
+            "--waves",
+            "0,1",
+            "--on-trip",
+            "pause",
+            "--max-p99-us",
+            "900",
+            "--min-samples",
+            "5",
+        ])
+        .unwrap()
+        .s;
+        let body: StrategySpec = serde_json::from_str(
+            r#"{"waves":[0,1],"on_trip":"pause","gates":{"max_p99_us":900,"min_samples":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(flags, body);
+        assert!(Flags::try_parse_from(["x", "--on-trip", "explode"]).is_err());
     }
 }

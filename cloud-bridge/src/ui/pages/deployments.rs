@@ -8,7 +8,6 @@ use axum::response::Response;
 use maud::{Markup, html};
 use outpost_protocol::wire::Event;
 use rusqlite::Connection;
-use serde::Deserialize;
 
 use crate::api::ApiState;
 use crate::fleet::machine::{DeviceStatus, Gates, Observation};
@@ -24,50 +23,20 @@ fn fleet_err(e: FleetError) -> UiError {
     }
 }
 
-/// The deployment states a list can be filtered by.
-const STATES: [&str; 6] = [
-    "running",
-    "paused",
-    "succeeded",
-    "aborted",
-    "rolling_back",
-    "rolled_back",
-];
-
-/// Filters of the list.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    state: Option<String>,
-    model: Option<String>,
-}
-
 /// `GET /ui/deployments[?state=][&model=]`.
 pub async fn list(
     State(st): State<ApiState>,
     headers: HeaderMap,
     uri: Uri,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<DeploymentFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, UiError> {
     let Query(q) = q.map_err(|e| UiError::BadRequest(e.body_text()))?;
     let st2 = st.clone();
     let (actor, rows) = blocking(move || {
         let actor = viewer(&st2, &headers)?;
-        if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
-            return Err(UiError::BadRequest(format!(
-                "state {:?} is not one of {}",
-                s.chars().take(32).collect::<String>(),
-                STATES.join(", ")
-            )));
-        }
-        if let Some(m) = &q.model {
-            input::bounded("model", m, input::MAX_NAME)?;
-        }
-        let f = DeploymentFilter {
-            state: q.state,
-            model: q.model,
-            ..Default::default()
-        };
+        // The filter `deploy list` and `GET /v1/deployments` parse.
+        q.check()?;
+        let f = q;
         let rows = crate::fleet::list(&st2.db.lock(), &f).map_err(fleet_err)?;
         Ok((actor, rows))
     })
