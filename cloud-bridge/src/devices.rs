@@ -97,7 +97,7 @@ pub struct Provisioned {
     pub certificate: bool,
 }
 
-/// Certificates at provisioning.
+/// Certificates and placement at provisioning.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CertOptions<'a> {
     /// Issue `client.pem`/`client.key`/`ca.pem` from this CA.
@@ -105,6 +105,25 @@ pub struct CertOptions<'a> {
     /// Write an `agent.toml` that connects with mutual TLS (needs `ca` and an
     /// `mqtts://` URL).
     pub use_tls: bool,
+    /// Where the agent will run (the paths and sensor its `agent.toml` names).
+    pub placement: Placement,
+}
+
+/// Where a provisioned agent will run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// On a gateway: data in `/var/lib/outpost`, the ADXL345 on `/dev/i2c-1`.
+    #[default]
+    Gateway,
+    /// On this machine (`device add --local`): data, trust and keys inside the output
+    /// folder (paths relative to `agent.toml`), the simulated ADXL345, the local API on
+    /// loopback at `api_port`.
+    Local {
+        /// A port that was free when the device was added.
+        api_port: u16,
+        /// The simulated sensor's seed.
+        seed: u64,
+    },
 }
 
 /// Parses `k=v` tags (within [`crate::input`]'s tag caps).
@@ -258,12 +277,27 @@ pub fn add_with(
     } else {
         format!("username = \"{id}\"\npassword_file = \"password\"\n")
     };
+    let (data_dir, local) = match certs.placement {
+        Placement::Gateway => (
+            "/var/lib/outpost",
+            "[sensor]\nkind = \"adxl345\"\ni2c_bus = \"/dev/i2c-1\"\n".to_owned(),
+        ),
+        Placement::Local { api_port, seed } => (
+            "data",
+            format!(
+                "[api]\nhttp = \"127.0.0.1:{api_port}\"\n\n\
+                 # A trial run: keep every sample, to have something to export.\n\
+                 [capture]\nsample_rate = 1.0\n\n\
+                 [sensor]\nkind = \"simulated\"\nseed = {seed}\n"
+            ),
+        ),
+    };
     let toml = format!(
         "# Outpost agent configuration for {id}, issued by outpost-bridge.\n\
-         device_id = \"{id}\"\ndata_dir = \"/var/lib/outpost\"\ntrust_dir = \"trust\"\nkey_file = \"device.key\"\n\n\
+         device_id = \"{id}\"\ndata_dir = \"{data_dir}\"\ntrust_dir = \"trust\"\nkey_file = \"device.key\"\n\n\
          [tags]\ntarget = \"{target}\"\n{tag_lines}\n\
          [broker]\nurl = \"{broker_url}\"\n{credentials}\n\
-         [sensor]\nkind = \"adxl345\"\ni2c_bus = \"/dev/i2c-1\"\n"
+         {local}"
     );
     let cfg_path = out.join("agent.toml");
     std::fs::write(&cfg_path, toml).map_err(io(cfg_path.clone()))?;

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::audit::Audit;
 use crate::bundles::{BundleStore, FsBundleStore};
 use crate::db::{Db, DbError};
-use crate::devices::{CertOptions, DeviceError, Provisioned};
+use crate::devices::{CertOptions, DeviceError, Placement, Provisioned};
 use crate::events::{EventBus, NewEvent};
 use crate::fleet::FleetHandle;
 use crate::mqtt::MqttOut;
@@ -193,6 +193,26 @@ impl Ops {
             .unwrap_or_else(|| self.data_dir.join("provisioned").join(req.id));
         let ca = crate::broker::tls::Ca::load_or_create(&self.data_dir)
             .map_err(|e| DeviceError::Key(e.to_string()))?;
+        let placement = match req.local {
+            Some(port) => {
+                // A port free now; the agent binds it when it starts.
+                let api_port = match port {
+                    Some(p) => p,
+                    None => std::net::TcpListener::bind(("127.0.0.1", 0))
+                        .and_then(|l| l.local_addr())
+                        .map(|a| a.port())
+                        .map_err(|source| DeviceError::Io {
+                            path: "127.0.0.1:0".into(),
+                            source,
+                        })?,
+                };
+                Placement::Local {
+                    api_port,
+                    seed: u64::from(api_port),
+                }
+            }
+            None => Placement::Gateway,
+        };
         crate::devices::add_with(
             &self.db.lock(),
             &self.audit,
@@ -206,6 +226,7 @@ impl Ops {
             CertOptions {
                 ca: Some(&ca),
                 use_tls: req.tls,
+                placement,
             },
         )
     }
@@ -226,4 +247,22 @@ pub struct AddDevice<'a> {
     pub out: Option<PathBuf>,
     /// Mutual TLS with a client certificate.
     pub tls: bool,
+    /// Runs on this machine ([`Placement::Local`]): files inside `out`, the simulated
+    /// sensor, the local API on this port (None inside: one free now). None: a gateway.
+    pub local: Option<Option<u16>>,
+}
+
+impl Ops {
+    /// The broker URL a new device gets when none is given: the running bridge's (from
+    /// its [`crate::server::RunInfo`]) for a local device, else `serve`'s default
+    /// listener (`mqtts://…:8883` with TLS).
+    pub fn default_broker_url(&self, tls: bool, local: bool) -> String {
+        if tls {
+            return "mqtts://127.0.0.1:8883".into();
+        }
+        match crate::server::RunInfo::read(&self.data_dir) {
+            Some(info) if local => format!("mqtt://{}", info.mqtt),
+            _ => "mqtt://127.0.0.1:1883".into(),
+        }
+    }
 }

@@ -122,6 +122,36 @@ pub enum ServeError {
     },
 }
 
+/// What a running `serve` tells commands on the same data directory, in
+/// `DATA_DIR/serve.json` (`device add --local` points new local agents at its broker).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    /// The serving process.
+    pub pid: u32,
+    /// The broker devices connect to, `host:port`.
+    pub mqtt: String,
+    /// The HTTP API, `host:port`.
+    pub api: Option<String>,
+}
+
+/// File name of [`RunInfo`] in the data directory.
+pub const RUN_INFO_FILE: &str = "serve.json";
+
+impl RunInfo {
+    /// The running bridge's record, if one is running on `data_dir` (a record left by a
+    /// process that is gone is ignored).
+    pub fn read(data_dir: &std::path::Path) -> Option<Self> {
+        let text = std::fs::read(data_dir.join(RUN_INFO_FILE)).ok()?;
+        if text.len() > 4096 {
+            return None;
+        }
+        let info: Self = serde_json::from_slice(&text).ok()?;
+        std::path::Path::new(&format!("/proc/{}", info.pid))
+            .exists()
+            .then_some(info)
+    }
+}
+
 /// Loads the bridge's signing key, creating it on first use.
 pub fn signing_key(data_dir: &std::path::Path) -> Result<SigningKey, ServeError> {
     let dir = data_dir.join("keys");
@@ -389,6 +419,17 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             http_conns.clone(),
             shutdown_rx.clone(),
         )));
+    }
+    let info = RunInfo {
+        pid: std::process::id(),
+        mqtt: format!("{}:{}", conn.host, conn.port),
+        api: http_addr.map(|a| a.to_string()),
+    };
+    if let Err(e) = crate::fsutil::write_atomic(
+        &cfg.data_dir.join(RUN_INFO_FILE),
+        &serde_json::to_vec_pretty(&info).unwrap_or_default(),
+    ) {
+        tracing::warn!(error = %e, "cannot write {RUN_INFO_FILE}");
     }
     Ok(Bridge {
         ops,

@@ -307,6 +307,7 @@ pub async fn add_device(
                 broker_url: &url,
                 out: None,
                 tls: false,
+                local: None,
             },
             &actor,
         )

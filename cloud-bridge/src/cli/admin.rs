@@ -9,8 +9,9 @@ use super::{CliError, output, table};
 use crate::ops::Ops;
 
 /// `keys`.
-pub(super) fn keys(_dir: &Path, cmd: KeysCmd) -> Result<ExitCode, CliError> {
+pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> Result<ExitCode, CliError> {
     let KeysCmd::Init { out } = cmd;
+    let out = out.unwrap_or_else(|| dir.join("keys"));
     let f = crate::keys::init(&out)?;
     println!(
         "key {} written: private {} (0600), public {}",

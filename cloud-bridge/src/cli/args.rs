@@ -162,9 +162,10 @@ pub struct ServeArgs {
 pub enum KeysCmd {
     /// Generate an Ed25519 key pair: DIR/signing.key (0600) and DIR/{key_id}.pub.
     Init {
-        /// Output directory.
+        /// Output directory (default DATA_DIR/keys, where `serve` and `model register`
+        /// look for it).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
     },
 }
 
@@ -327,9 +328,9 @@ pub enum DeviceCmd {
         /// Tag k=v (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
-        /// Hardware target.
-        #[arg(long, default_value = "aarch64-unknown-linux-gnu")]
-        target: String,
+        /// Hardware target (default aarch64-unknown-linux-gnu; with --local this machine's).
+        #[arg(long)]
+        target: Option<String>,
         /// Output directory (default DATA_DIR/provisioned/ID).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -340,6 +341,14 @@ pub enum DeviceCmd {
         /// Connect with mutual TLS (the device certificate is the credential).
         #[arg(long)]
         tls: bool,
+        /// Run the agent on this machine: data, trust and keys inside --out, the simulated
+        /// sensor, a free local API port, the running bridge's broker (see README, "Run a
+        /// gateway locally").
+        #[arg(long)]
+        local: bool,
+        /// With --local: the agent's local API port (default: one free now).
+        #[arg(long, requires = "local")]
+        api_port: Option<u16>,
         /// JSON output.
         #[arg(long)]
         json: bool,

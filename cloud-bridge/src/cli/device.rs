@@ -18,31 +18,53 @@ pub(super) fn run(dir: &Path, who: String, cmd: DeviceCmd) -> Result<ExitCode, C
             out,
             broker_url,
             tls,
+            local,
+            api_port,
             json,
         } => {
-            let default_url = if tls {
-                "mqtts://127.0.0.1:8883"
-            } else {
-                "mqtt://127.0.0.1:1883"
+            let target = target.unwrap_or_else(|| {
+                if local {
+                    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+                } else {
+                    "aarch64-unknown-linux-gnu".into()
+                }
+            });
+            let url = match broker_url {
+                Some(u) => u,
+                None => l.default_broker_url(tls, local),
             };
             let p = l.add_device(
                 AddDevice {
                     id: &id,
                     tags: &tags,
                     target: &target,
-                    broker_url: broker_url.as_deref().unwrap_or(default_url),
+                    broker_url: &url,
                     out,
                     tls,
+                    local: local.then_some(api_port),
                 },
                 &who,
             )?;
-            output(json, &serde_json::json!({"id": p.id, "dir": p.dir}), || {
-                format!(
-                    "provisioned {}: copy {} to the device (agent.toml, password, trust/, client.pem, client.key, ca.pem)",
-                    p.id,
-                    p.dir.display()
-                )
-            });
+            let config = p.dir.join("agent.toml");
+            output(
+                json,
+                &serde_json::json!({"id": p.id, "dir": p.dir, "config": config, "broker": url}),
+                || {
+                    if local {
+                        format!(
+                            "provisioned {} to run on this machine (broker {url}); start it with:\n  outpost-agent run --config {}",
+                            p.id,
+                            config.display()
+                        )
+                    } else {
+                        format!(
+                            "provisioned {}: copy {} to the device (agent.toml, password, trust/, client.pem, client.key, ca.pem)",
+                            p.id,
+                            p.dir.display()
+                        )
+                    }
+                },
+            );
         }
         DeviceCmd::List { tags, json } => {
             let rows = crate::devices::list(&l.db.lock(), &pairs(&tags, "tag")?)?;
