@@ -28,6 +28,7 @@
 //! | `outpost_bridge_broker_connected` | gauge | | 1 while the bridge's MQTT client is connected |
 //! | `outpost_bridge_broker_published_total` | counter | | messages handed to the MQTT client |
 //! | `outpost_bridge_broker_publish_failures_total` | counter | | publishes the MQTT client refused (lost) |
+//! | `outpost_bridge_mqtt_queue_refused_total` | counter | | messages the bounded outgoing MQTT queue refused (directives retried next pass) |
 //! | `outpost_bridge_broker_oversize_dropped_total` | counter | | messages over the broker's packet limit, dropped unpublished |
 //! | `outpost_bridge_broker_connection_errors_total` | counter | | broker connection errors (each followed by a reconnect) |
 //! | `outpost_bridge_device_auth_accepted_total` | counter | | device messages whose seal verified |
@@ -59,14 +60,7 @@ use crate::mqtt::MqttStats;
 use crate::serving::BundleServer;
 
 /// Every deployment state, so each is reported (0 when none is in it).
-const DEPLOYMENT_STATES: [&str; 6] = [
-    "running",
-    "paused",
-    "succeeded",
-    "aborted",
-    "rolling_back",
-    "rolled_back",
-];
+const DEPLOYMENT_STATES: [&str; 6] = crate::fleet::machine::STATE_NAMES;
 
 /// What the bridge's metrics read.
 #[derive(Clone)]
@@ -83,6 +77,8 @@ pub struct Sources {
     pub device_auth: Arc<DeviceAuth>,
     /// The MQTT client's counters.
     pub mqtt: Arc<MqttStats>,
+    /// The outgoing MQTT queue (its refusals).
+    pub out: crate::mqtt::MqttOut,
     /// Whether the MQTT client is connected.
     pub connected: watch::Receiver<bool>,
     /// The API listener's connection counters.
@@ -314,6 +310,12 @@ impl Collector for BridgeCollector {
             "broker_publish_failures",
             "Publishes the MQTT client refused (the message is lost).",
             &one(s.mqtt.publish_failures.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "mqtt_queue_refused",
+            "Messages the bounded outgoing MQTT queue refused (full or closed): directives are sent on the engine's next pass, event copies are lost (events are stored and webhooked anyway).",
+            &one(s.out.refused()),
         )?;
         counter(
             &mut enc,

@@ -511,3 +511,40 @@ async fn route(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod out_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_counts_what_it_refuses() {
+        let (out, mut rx) = MqttOut::with_capacity(2);
+        out.try_publish("a".into(), vec![1], false).unwrap();
+        out.send("b".into(), vec![2], true).await.unwrap();
+        assert_eq!(
+            out.try_publish("c".into(), vec![3], false),
+            Err(OutError::Full)
+        );
+        assert_eq!(out.refused(), 1);
+        let first = rx.recv().await.unwrap();
+        assert_eq!((first.topic.as_str(), first.retain), ("a", false));
+        // Room again: a waiting sender gets in.
+        out.send("d".into(), vec![4], false).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().topic, "b");
+        assert_eq!(rx.recv().await.unwrap().topic, "d");
+    }
+
+    #[tokio::test]
+    async fn a_detached_queue_refuses_as_closed() {
+        let out = MqttOut::detached();
+        assert_eq!(
+            out.try_publish("t".into(), vec![], true),
+            Err(OutError::Closed)
+        );
+        assert_eq!(
+            out.send("t".into(), vec![], true).await,
+            Err(OutError::Closed)
+        );
+        assert_eq!(out.refused(), 2);
+    }
+}

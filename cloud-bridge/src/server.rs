@@ -406,6 +406,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
                     gate: gate_stats.clone(),
                     device_auth: device_auth.clone(),
                     mqtt: mqtt_stats.clone(),
+                    out: out_tx.clone(),
                     connected: connected.clone(),
                     http: http_conns.clone(),
                 },
