@@ -587,10 +587,10 @@ enum ExportCmd {
         /// Only this device (repeatable).
         #[arg(long = "device")]
         devices: Vec<String>,
-        /// parquet | jsonl.
+        /// parquet | csv | jsonl (columns: docs/architecture.md, "Capture exports").
         #[arg(long, default_value = "parquet")]
         format: String,
-        /// Output file ("-" for stdout, jsonl only).
+        /// Output file ("-" for stdout; Parquet only into a pipe or file).
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
     },
@@ -804,8 +804,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     out,
                 },
         } => {
-            use outpost_bridge::export::{CaptureQuery, parse_time, write_jsonl, write_parquet};
+            use outpost_bridge::export::{self, CaptureQuery, Format, Target, parse_time};
             let (model, version) = model_arg(&model)?;
+            let format: Format = format.parse()?;
             let now = outpost_bridge::db::now();
             let t = |s: Option<String>| s.map(|v| parse_time(&v, now)).transpose();
             let q = CaptureQuery {
@@ -815,26 +816,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 until_ms: t(until)?,
                 devices,
             };
+            let target = Target::from_arg(&out);
             let l = Local::open(&cli.data_dir)?;
-            let sp = cli::spinner("exporting captures");
-            let rows = q.rows(&l.db.lock())?;
-            match format.as_str() {
-                "jsonl" if out.as_os_str() == "-" => {
-                    write_jsonl(&rows, &mut std::io::stdout().lock())?
-                }
-                "jsonl" => {
-                    let mut f = std::io::BufWriter::new(std::fs::File::create(&out)?);
-                    write_jsonl(&rows, &mut f)?;
-                }
-                "parquet" => write_parquet(&rows, &out)?,
-                other => {
-                    return Err(CliError(format!(
-                        "format {other:?} is not parquet or jsonl"
-                    )));
-                }
-            }
-            sp.finish_and_clear();
-            eprintln!("exported {} captures to {}", rows.len(), out.display());
+            let e = q.export(&l.db.lock())?;
+            export::write(&e, format, &target)?;
+            eprintln!("{}", export::summary(&q, &e, &target));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Drift {
