@@ -63,7 +63,7 @@ pub enum DeviceError {
 }
 
 /// A device as the bridge knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeviceRecord {
     /// Id.
     pub id: String,
@@ -77,7 +77,9 @@ pub struct DeviceRecord {
     pub last_seen: Option<u64>,
     /// Connected (presence).
     pub online: bool,
-    /// Last reported state.
+    /// Last reported state (`outpost_protocol::wire::ReportedState`: models with their
+    /// update phase and versions, health, budget).
+    #[schema(value_type = Option<Object>)]
     pub state: Option<ReportedState>,
     /// Whether it has credentials.
     pub provisioned: bool,

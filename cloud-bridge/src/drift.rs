@@ -39,7 +39,7 @@ pub struct DeviceDrift {
 }
 
 /// Aggregate of one model version (and tag value).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DriftGroup {
     /// Model.
     pub model: String,
@@ -55,7 +55,8 @@ pub struct DriftGroup {
     pub psi_max: f64,
     /// Largest KS.
     pub ks_max: f64,
-    /// Most frequent drifting features (feature, devices).
+    /// Most frequent drifting features, `[feature, devices]`.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub features: Vec<(String, usize)>,
     /// The export command for the drifting devices' window, if any drift.
     pub export: Option<String>,
@@ -129,7 +130,13 @@ pub struct DriftFilter {
     pub group_by: Option<String>,
 }
 
-fn export(model: &str, version: u32, drifting: &[&DeviceDrift]) -> Option<String> {
+/// The export command for `drifting`'s window, naming `data_dir` so it runs as printed.
+fn export(
+    model: &str,
+    version: u32,
+    drifting: &[&DeviceDrift],
+    data_dir: Option<&std::path::Path>,
+) -> Option<String> {
     let start = drifting.iter().map(|d| d.window_start_ms).min()?;
     Some(
         CaptureQuery {
@@ -139,7 +146,7 @@ fn export(model: &str, version: u32, drifting: &[&DeviceDrift]) -> Option<String
             until_ms: None,
             devices: drifting.iter().map(|d| d.device.clone()).collect(),
         }
-        .command(),
+        .command(data_dir),
     )
 }
 
@@ -151,6 +158,8 @@ pub fn fleet(
     max_age_ms: u64,
 ) -> rusqlite::Result<Vec<DriftGroup>> {
     let mut reports = latest(c, now_ms, max_age_ms)?;
+    // The export command reads the database this connection reads.
+    let data_dir = crate::export::data_dir_of(c);
     if let Some(dep) = &f.deployment {
         let (model, version): (String, u32) = c.query_row(
             "SELECT model, version FROM deployments WHERE id = ?1",
@@ -201,7 +210,7 @@ pub fn fleet(
             let mut features: Vec<(String, usize)> = feats.into_iter().collect();
             features.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             DriftGroup {
-                export: export(&model, version, &drifting),
+                export: export(&model, version, &drifting, data_dir.as_deref()),
                 drifting: drifting.iter().map(|r| r.device.clone()).collect(),
                 devices: rs.len(),
                 psi_max: rs.iter().map(|r| r.psi_max).fold(0.0, f64::max),

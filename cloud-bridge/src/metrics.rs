@@ -107,7 +107,15 @@ impl BridgeMetrics {
     }
 }
 
-/// `GET /metrics` (role viewer).
+/// Prometheus metrics.
+///
+/// Role: viewer. Text format 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The exposition",
+            content((String = "text/plain; version=0.0.4"), (String = "application/openmetrics-text"))),
+        (status = 404, description = "Not a running bridge", body = crate::api::schema::ErrorBody),
+        crate::api::schema::AuthErrors))]
 pub async fn scrape(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&st, &headers, Role::Viewer).await?;
     let Some(metrics) = st.metrics.clone() else {

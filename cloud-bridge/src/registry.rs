@@ -104,7 +104,7 @@ pub struct RegisterRequest {
 }
 
 /// A registered model version.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ModelRecord {
     /// Name.
     pub name: String,

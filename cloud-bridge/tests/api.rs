@@ -310,7 +310,7 @@ async fn auth_roles_errors_and_openapi() {
     // The OpenAPI document lists every route, and every listed route is routed.
     let (s, doc) = api.call("GET", "/openapi.json", None, None).await;
     assert_eq!(s, 200);
-    for r in ROUTES {
+    for r in ROUTES.iter() {
         assert!(
             doc["paths"][r.path][r.method].is_object(),
             "{} {} missing from openapi.json",
@@ -322,7 +322,8 @@ async fn auth_roles_errors_and_openapi() {
             .replace("{name}", "vib")
             .replace("{version}", "1")
             .replace("{id}", id)
-            .replace("{action}", "resume");
+            .replace("{action}", "resume")
+            .replace("{model}", "vib");
         let (_, body) = api
             .call(&r.method.to_uppercase(), &path, Some(&admin), Some("{}"))
             .await;

@@ -59,6 +59,7 @@ impl Fleet {
                 CertOptions {
                     ca: Some(&ca),
                     use_tls: true,
+                    ..Default::default()
                 },
             )
             .unwrap();

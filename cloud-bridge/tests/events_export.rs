@@ -1,16 +1,12 @@
-//! Events reach the MQTT event topic and webhooks (with retries); captures export to
-//! Parquet and JSONL.
+//! Events reach the MQTT event topic and webhooks (with retries). Capture exports are
+//! tested in `export_captures.rs`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::harness::*;
-use common::{bridge as bridge_cmd, run, text};
-use outpost_bridge::ingest::{IngestJob, IngestStats, write};
 use outpost_bridge::server::{self, ServeConfig};
-use outpost_protocol::Limits;
-use outpost_protocol::uplink::{Record, UplinkBatch};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use common::webhook::{Hook, receiver};
@@ -131,152 +127,4 @@ async fn events_go_to_the_event_topic_and_to_webhooks_with_retries() {
             .unwrap();
     assert_eq!((attempts, delivered), (3, 1));
     b.shutdown().await;
-}
-
-#[test]
-fn captures_export_to_parquet_and_jsonl() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let db = outpost_bridge::db::Db::open(&data).unwrap();
-    let capture = |i: u64, version: u32| {
-        use outpost_protocol::records::{self, CaptureReason, CaptureRecord, Source};
-        use outpost_protocol::tensor::{Tensor, TensorData};
-        records::encode(&CaptureRecord {
-            ts_ms: 1_795_000_000_000u64 + i * 1000,
-            model: outpost_protocol::manifest::ModelRef {
-                name: "vib".into(),
-                version,
-            },
-            bundle: outpost_protocol::Digest::of(b"ab"),
-            reason: CaptureReason::Anomaly,
-            source: Source::Pipeline,
-            inputs: vec![
-                Tensor::new(
-                    "features",
-                    vec![1, 16],
-                    TensorData::Fp32(vec![i as f32; 16]),
-                )
-                .unwrap(),
-            ],
-            outputs: vec![
-                Tensor::new(
-                    "probabilities",
-                    vec![1, 3],
-                    TensorData::Fp32(vec![0.1, 0.2, 0.7]),
-                )
-                .unwrap(),
-            ],
-            interpretation: None,
-            features: None,
-            label: "bearing_fault".into(),
-            confidence: Some(0.7),
-        })
-    };
-    let batch = UplinkBatch {
-        stream: "captures".into(),
-        batch_id: 1,
-        records: (1..=30)
-            .map(|i| Record {
-                seq: i,
-                ts_ms: 1_795_000_000_000 + i * 1000,
-                body: capture(i, if i <= 20 { 1 } else { 2 }),
-            })
-            .collect(),
-    };
-    let job = IngestJob {
-        device: "gw-x".into(),
-        stream: "captures".into(),
-        payload: batch.encode(3).unwrap(),
-    };
-    write(
-        &mut db.connect().unwrap(),
-        &[job],
-        &Limits::default(),
-        &IngestStats::default(),
-    )
-    .unwrap();
-
-    let pq = d.path().join("c.parquet");
-    let o = run(bridge_cmd()
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "export",
-            "captures",
-            "--model",
-            "vib:1",
-            "--since",
-            "1795000005",
-            "--format",
-            "parquet",
-            "-o",
-        ])
-        .arg(&pq));
-    assert!(o.status.success(), "{}", text(&o));
-    let file = std::fs::File::open(&pq).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
-    let batches: Vec<_> = reader.map(Result::unwrap).collect();
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    assert_eq!(rows, 16, "version 1, from the 5th second: seq 5..=20");
-    let schema = batches[0].schema();
-    for col in [
-        "device",
-        "seq",
-        "ts_ms",
-        "model",
-        "version",
-        "label",
-        "confidence",
-        "input",
-        "output",
-    ] {
-        assert!(schema.field_with_name(col).is_ok(), "missing column {col}");
-    }
-
-    let jl = d.path().join("c.jsonl");
-    let o = run(bridge_cmd()
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "export", "captures", "--model", "vib", "--format", "jsonl", "-o",
-        ])
-        .arg(&jl));
-    assert!(o.status.success(), "{}", text(&o));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 30);
-    assert_eq!(lines[4]["input"][0], 5.0);
-    assert_eq!(lines[29]["version"], 2);
-    let o = run(bridge_cmd()
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "export", "captures", "--model", "vib", "--format", "csv", "-o",
-        ])
-        .arg(&jl));
-    assert!(!o.status.success() && text(&o).contains("not parquet or jsonl"));
-    let o = run(bridge_cmd()
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "export",
-            "captures",
-            "--model",
-            "vib",
-            "--since",
-            "last tuesday",
-            "-o",
-        ])
-        .arg(&jl));
-    assert!(
-        !o.status.success() && text(&o).contains("cannot read time"),
-        "{}",
-        text(&o)
-    );
 }

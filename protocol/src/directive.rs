@@ -33,10 +33,12 @@ pub const MAX_MODELS: usize = 64;
 
 /// One model the device should run: its slot (the model name) and the bundle for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelTarget {
     /// Model name: the device's slot for it.
     pub name: String,
-    /// Bundle digest (SHA-256 of its manifest); authoritative.
+    /// Bundle digest (SHA-256 of its manifest, lowercase hex); authoritative.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub digest: Digest,
     /// Registry version (for reporting).
     pub version: u32,

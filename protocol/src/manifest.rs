@@ -26,6 +26,7 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// A model name and registry version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelRef {
     /// Model name (`[A-Za-z0-9._-]`, 1..=128).
     pub name: String,

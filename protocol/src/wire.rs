@@ -394,6 +394,7 @@ impl BatchAck {
 
 /// Kinds of events the bridge publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A model version was registered.
@@ -448,6 +449,7 @@ impl EventKind {
 
 /// An event on `outpost/v1/events/{kind}` (and to webhooks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Unique id.
     pub id: String,

@@ -1,6 +1,7 @@
-//! Route handlers.
-
-use std::collections::BTreeMap;
+//! Route handlers: models, devices, audit, events, captures and counters (deployments
+//! and drift are in `super::fleet`). Each `#[utoipa::path]` is both the route and its
+//! OpenAPI operation; the doc comment's first line is the summary, and the description
+//! names the role (`Role: viewer`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,8 +9,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
+use super::schema::{
+    AddDevice, AuditVerify, AuthErrors, Deleted, DevicesQuery, ErrorBody, EventsQuery, ExportQuery,
+    HttpCounters, IngestCounters, LimitQuery, ModelsQuery, ProvisionedDevice, ReasonQuery,
+    ServingStats, Stats, param_names,
+};
 use super::{ApiError, ApiState, authorize};
 use crate::auth::Role;
 use crate::input;
@@ -52,16 +58,25 @@ pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+pub(super) fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
     q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
 }
 
 /// At most 32 characters of `s`, for messages (a refused value may be long).
-fn short(s: &str) -> String {
+pub(super) fn short(s: &str) -> String {
     s.chars().take(32).collect()
 }
 
-fn unknown_param(name: &str, known: &str) -> ApiError {
+/// Refuses a parameter `T` does not document, naming the ones it does.
+pub(super) fn check_params<T: IntoParams>(q: &[(String, String)]) -> Result<(), ApiError> {
+    let known = param_names::<T>();
+    match q.iter().find(|(k, _)| !known.contains(k)) {
+        Some((k, _)) => Err(unknown_param(k, &known.join(", "))),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn unknown_param(name: &str, known: &str) -> ApiError {
     ApiError::bad(format!(
         "unknown query parameter {:?} ({known})",
         short(name)
@@ -69,7 +84,7 @@ fn unknown_param(name: &str, known: &str) -> ApiError {
 }
 
 /// `NAME[:VERSION]` → name and version, the name within its cap.
-fn model_ref(s: &str) -> Result<(String, Option<u32>), ApiError> {
+pub(super) fn model_ref(s: &str) -> Result<(String, Option<u32>), ApiError> {
     // Bounded before parsing: the parser's messages quote the whole value.
     input::bounded("model", s, input::MAX_NAME + ":4294967295".len())?;
     let (m, v) = crate::export::parse_model(s).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -78,7 +93,7 @@ fn model_ref(s: &str) -> Result<(String, Option<u32>), ApiError> {
 }
 
 /// Runs blocking work (database, rollout engine) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -87,7 +102,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs `f` with the shared connection off the async workers ([`crate::db::Db::run`]).
-async fn db<T: Send + 'static>(
+pub(super) async fn db<T: Send + 'static>(
     st: &ApiState,
     f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -110,13 +125,21 @@ fn registry_err(e: RegistryError) -> ApiError {
 }
 
 /// A JSON body of at most [`super::MAX_BODY`] bytes.
-fn parse_body<T: for<'de> Deserialize<'de>>(
+pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let b = b.map_err(|e| ApiError(e.status(), e.body_text()))?;
     serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
 }
 
+/// List and search models.
+///
+/// Role: viewer. Every registered version, filtered by name and by tags and lineage
+/// fields (all must match).
+#[utoipa::path(get, path = "/v1/models", tag = "models", params(ModelsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Model versions", body = [crate::registry::ModelRecord]),
+        (status = 400, description = "A malformed or unknown parameter", body = ErrorBody), AuthErrors))]
 pub async fn list_models(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -124,6 +147,7 @@ pub async fn list_models(
 ) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer).await?;
     let q = query_pairs(q.as_deref());
+    check_params::<ModelsQuery>(&q)?;
     let mut f = ModelFilter {
         name: get(&q, "name").map(str::to_owned),
         ..Default::default()
@@ -132,10 +156,7 @@ pub async fn list_models(
         match k.as_str() {
             "tag" => f.tags.push(input::tag_pair("tag", v)?),
             "lineage" => f.lineage.push(input::tag_pair("lineage", v)?),
-            "name" => {}
-            other => {
-                return Err(unknown_param(other, "name, tag, lineage"));
-            }
+            _ => {}
         }
     }
     let rows = db(&st, move |c| registry::list(c, &f).map_err(registry_err)).await?;
@@ -154,6 +175,16 @@ fn version_of(v: &str) -> Result<Option<u32>, ApiError> {
     })
 }
 
+/// One model version.
+///
+/// Role: viewer. `version` is a number or `latest`.
+#[utoipa::path(get, path = "/v1/models/{name}/{version}", tag = "models",
+    params(("name" = String, Path, description = "Model name"),
+        ("version" = String, Path, description = "Version number or `latest`")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The version", body = crate::registry::ModelRecord),
+        (status = 400, description = "A malformed version", body = ErrorBody),
+        (status = 404, description = "No such model or version", body = ErrorBody), AuthErrors))]
 pub async fn show_model(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -169,6 +200,18 @@ pub async fn show_model(
     Ok(axum::Json(r).into_response())
 }
 
+/// Delete a model version.
+///
+/// Role: operator. Refused (409) while a deployment or a device's desired set uses it;
+/// audited with `reason`.
+#[utoipa::path(delete, path = "/v1/models/{name}/{version}", tag = "models",
+    params(("name" = String, Path, description = "Model name"),
+        ("version" = u32, Path, description = "Version number"), ReasonQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Deleted", body = Deleted),
+        (status = 400, description = "No explicit version", body = ErrorBody),
+        (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 409, description = "The version is in use", body = ErrorBody), AuthErrors))]
 pub async fn delete_model(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -186,23 +229,30 @@ pub async fn delete_model(
         registry::delete(c, &audit, bundles.as_ref(), &n, v, &actor, &reason).map_err(registry_err)
     })
     .await?;
-    Ok(axum::Json(json!({"deleted": format!("{name}:{v}")})).into_response())
+    Ok(axum::Json(Deleted {
+        deleted: format!("{name}:{v}"),
+    })
+    .into_response())
 }
 
+/// List devices.
+///
+/// Role: viewer. With their last reported state; `tag` filters (all must match).
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(DevicesQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Devices", body = [crate::devices::DeviceRecord]),
+        (status = 400, description = "A malformed or unknown parameter", body = ErrorBody), AuthErrors))]
 pub async fn list_devices(
     State(st): State<ApiState>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer).await?;
+    let q = query_pairs(q.as_deref());
+    check_params::<DevicesQuery>(&q)?;
     let mut tags = Vec::new();
-    for (k, v) in query_pairs(q.as_deref()) {
-        match k.as_str() {
-            "tag" => tags.push(input::tag_pair("tag", &v)?),
-            other => {
-                return Err(unknown_param(other, "tag"));
-            }
-        }
+    for (_, v) in &q {
+        tags.push(input::tag_pair("tag", v)?);
     }
     input::count("tag", tags.len(), input::MAX_TAGS)?;
     let rows = db(&st, move |c| {
@@ -212,6 +262,15 @@ pub async fn list_devices(
     Ok(axum::Json(rows).into_response())
 }
 
+/// One device.
+///
+/// Role: viewer. Its reported state (every model with its phase and versions) and the
+/// bridge's desired model set for it.
+#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The device", body = crate::fleet::DeviceView),
+        (status = 404, description = "No such device", body = ErrorBody), AuthErrors))]
 pub async fn show_device(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -232,7 +291,17 @@ pub async fn show_device(
     Ok(axum::Json(view).into_response())
 }
 
-/// `DELETE /v1/devices/{id}/models/{model}`: take a model off a device.
+/// Take a model off a device.
+///
+/// Role: operator. Removes it from the device's desired set (the device gets a new
+/// directive and unloads it); audited with `reason`.
+#[utoipa::path(delete, path = "/v1/devices/{id}/models/{model}", tag = "devices",
+    params(("id" = String, Path, description = "Device id"),
+        ("model" = String, Path, description = "Model name"), ReasonQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Which devices changed", body = crate::fleet::Removed),
+        (status = 404, description = "The model is not in the device's desired set", body = ErrorBody),
+        AuthErrors))]
 pub async fn remove_device_model(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -241,13 +310,9 @@ pub async fn remove_device_model(
 ) -> Result<Response, ApiError> {
     let actor = authorize(&st, &h, Role::Operator).await?;
     input::bounded("device", &id, input::MAX_DEVICE_ID)?;
-    let mut reason = String::new();
-    for (k, v) in query_pairs(q.as_deref()) {
-        match k.as_str() {
-            "reason" => reason = v,
-            other => return Err(unknown_param(other, "reason")),
-        }
-    }
+    let q = query_pairs(q.as_deref());
+    check_params::<ReasonQuery>(&q)?;
+    let reason = get(&q, "reason").unwrap_or("").to_owned();
     let req = crate::fleet::RemoveModel {
         model: model.clone(),
         selector: crate::fleet::Selector {
@@ -271,16 +336,15 @@ pub async fn remove_device_model(
     Ok(axum::Json(r).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddDevice {
-    id: String,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    #[serde(default)]
-    target: Option<String>,
-}
-
+/// Provision a device.
+///
+/// Role: admin. Creates its credentials and configuration and returns them once.
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = AddDevice,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Provisioned", body = ProvisionedDevice),
+        (status = 400, description = "A malformed body", body = ErrorBody),
+        (status = 409, description = "The device exists", body = ErrorBody),
+        (status = 422, description = "A refused id or target", body = ErrorBody), AuthErrors))]
 pub async fn add_device(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -327,15 +391,17 @@ pub async fn add_device(
     let trust = st.public_key.to_file_contents();
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "id": p.id,
-            "agent_toml": agent_toml,
-            "password": p.password,
-            "trust": { format!("{}.pub", st.public_key.id()): trust },
-            "client_cert": std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_CERT_FILE)).map_err(ApiError::internal)?,
-            "client_key": std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_KEY_FILE)).map_err(ApiError::internal)?,
-            "ca": ca.pem(),
-        })),
+        axum::Json(ProvisionedDevice {
+            id: p.id,
+            agent_toml,
+            password: p.password,
+            trust: [(format!("{}.pub", st.public_key.id()), trust)].into(),
+            client_cert: std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_CERT_FILE))
+                .map_err(ApiError::internal)?,
+            client_key: std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_KEY_FILE))
+                .map_err(ApiError::internal)?,
+            ca: ca.pem().to_owned(),
+        }),
     )
         .into_response())
 }
@@ -359,6 +425,13 @@ fn limit(q: &[(String, String)], default: u32) -> Result<u32, ApiError> {
     }
 }
 
+/// The audit trail.
+///
+/// Role: viewer. Newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(LimitQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Entries", body = [crate::audit::AuditEntry]),
+        (status = 400, description = "A bad limit", body = ErrorBody), AuthErrors))]
 pub async fn audit(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -374,16 +447,31 @@ pub async fn audit(
     Ok(axum::Json(rows).into_response())
 }
 
+/// Verify the audit hash chain.
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The verdict", body = AuditVerify), AuthErrors))]
 pub async fn audit_verify(State(st): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
     authorize(&st, &h, Role::Viewer).await?;
     let audit = st.audit.clone();
     let r = db(&st, move |c| audit.verify(c).map_err(ApiError::internal)).await?;
-    Ok(
-        axum::Json(json!({"ok": r.problems.is_empty(), "rows": r.rows, "problems": r.problems}))
-            .into_response(),
-    )
+    Ok(axum::Json(AuditVerify {
+        ok: r.problems.is_empty(),
+        rows: r.rows,
+        problems: r.problems,
+    })
+    .into_response())
 }
 
+/// Recent events.
+///
+/// Role: viewer. Newest first, optionally of one kind.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Events", body = [outpost_protocol::wire::Event]),
+        (status = 400, description = "A bad limit or kind", body = ErrorBody), AuthErrors))]
 pub async fn events(
     State(st): State<ApiState>,
     h: HeaderMap,
@@ -402,17 +490,35 @@ pub async fn events(
     Ok(axum::Json(rows).into_response())
 }
 
+/// Export captured samples for retraining.
+///
+/// Role: operator. One row per capture, one column per named feature, a null `label`
+/// column for ground truth, the prediction, and typed metadata — the `--baseline` CSV's
+/// layout (docs/architecture.md, "Capture exports").
+#[utoipa::path(get, path = "/v1/captures/export", tag = "captures", params(ExportQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The rows, oldest first",
+            content((String = "application/x-ndjson"), (String = "text/csv"),
+                (Vec<u8> = "application/vnd.apache.parquet"))),
+        (status = 400, description = "A missing model, bad time or format", body = ErrorBody),
+        (status = 404, description = "The model or version was never registered", body = ErrorBody),
+        AuthErrors))]
 pub async fn export_captures(
     State(st): State<ApiState>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    use crate::export::{CaptureQuery, parse_time, write_jsonl};
+    use crate::export::{CaptureQuery, ExportError, Format, parse_time};
     authorize(&st, &h, Role::Operator).await?;
     let q = query_pairs(q.as_deref());
+    check_params::<ExportQuery>(&q)?;
     let model =
         get(&q, "model").ok_or_else(|| ApiError::bad("model=NAME[:VERSION] is required"))?;
     let (model, version) = model_ref(model)?;
+    let format: Format = get(&q, "format")
+        .unwrap_or("jsonl")
+        .parse()
+        .map_err(|e: ExportError| ApiError::bad(e.to_string()))?;
     let now = crate::db::now();
     let t = |k: &'static str| {
         get(&q, k)
@@ -433,10 +539,32 @@ pub async fn export_captures(
             .map(|(_, v)| input::bounded("device", v, input::MAX_DEVICE_ID).map(|()| v.clone()))
             .collect::<Result<_, _>>()?,
     };
-    let rows = db(&st, move |c| cq.rows(c).map_err(ApiError::internal)).await?;
+    let export = db(&st, move |c| {
+        cq.export(c).map_err(|e| match e {
+            e @ (ExportError::UnknownModel(_) | ExportError::UnknownVersion { .. }) => {
+                ApiError::not_found(e.to_string())
+            }
+            e @ ExportError::ColumnClash { .. } => ApiError::invalid(e.to_string()),
+            e => ApiError::internal(e),
+        })
+    })
+    .await?;
     let mut body = Vec::new();
-    write_jsonl(&rows, &mut body).map_err(ApiError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    let ctype = match format {
+        Format::Jsonl => {
+            crate::export::write_jsonl(&export, &mut body).map_err(ApiError::internal)?;
+            "application/x-ndjson"
+        }
+        Format::Csv => {
+            crate::export::write_csv(&export, &mut body).map_err(ApiError::internal)?;
+            "text/csv; charset=utf-8"
+        }
+        Format::Parquet => {
+            crate::export::write_parquet(&export, &mut body).map_err(ApiError::internal)?;
+            "application/vnd.apache.parquet"
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
 }
 
 #[cfg(test)]
@@ -451,7 +579,7 @@ mod tests {
     }
 }
 
-fn fleet_err(e: crate::fleet::FleetError) -> ApiError {
+pub(super) fn fleet_err(e: crate::fleet::FleetError) -> ApiError {
     use crate::fleet::FleetError as F;
     match e {
         F::Invalid(m) => ApiError::invalid(m),
@@ -462,182 +590,13 @@ fn fleet_err(e: crate::fleet::FleetError) -> ApiError {
     }
 }
 
-pub async fn list_deployments(
-    State(st): State<ApiState>,
-    h: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer).await?;
-    // The same type `deploy list` parses its flags into.
-    let f: crate::fleet::DeploymentFilter = axum::extract::Query::try_from_uri(
-        &format!("/?{}", q.unwrap_or_default())
-            .parse()
-            .map_err(|_| ApiError::bad("malformed query string"))?,
-    )
-    .map_err(|e| ApiError::bad(e.body_text()))?
-    .0;
-    f.check()?;
-    let fleet = st.fleet.clone();
-    let rows = blocking(move || fleet.list(&f).map_err(fleet_err)).await?;
-    Ok(axum::Json(rows).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    model: String,
-    #[serde(default)]
-    version: Option<u32>,
-    #[serde(default)]
-    devices: Vec<String>,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    #[serde(default)]
-    strategy: Option<crate::fleet::StrategySpec>,
-    #[serde(default)]
-    reason: String,
-    /// Roll out without the canary gates (needs a reason; audited).
-    #[serde(default)]
-    skip_gates: bool,
-}
-
-pub async fn create_deployment(
-    State(st): State<ApiState>,
-    h: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let actor = authorize(&st, &h, Role::Operator).await?;
-    let b: CreateBody = parse_body(body)?;
-    input::tag_map("tags", &b.tags)?;
-    let strategy = b.strategy.unwrap_or_default().build().map_err(fleet_err)?;
-    let req = crate::fleet::CreateDeployment {
-        model: b.model,
-        version: b.version,
-        selector: crate::fleet::Selector {
-            ids: b.devices,
-            tags: b.tags.into_iter().collect(),
-        },
-        strategy,
-        actor,
-        reason: b.reason,
-        skip_gates: b.skip_gates,
-    };
-    let fleet = st.fleet.clone();
-    let rec = tokio::task::spawn_blocking(move || fleet.create(req))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(fleet_err)?;
-    Ok((StatusCode::CREATED, axum::Json(rec)).into_response())
-}
-
-pub async fn show_deployment(
-    State(st): State<ApiState>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer).await?;
-    input::id("deployment", &id)?;
-    let fleet = st.fleet.clone();
-    let rec = blocking(move || fleet.show(&id).map_err(fleet_err)).await?;
-    Ok(axum::Json(rec).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ActionBody {
-    #[serde(default)]
-    reason: String,
-    /// `rollback` only: send every device to this version.
-    #[serde(default)]
-    to: Option<u32>,
-}
-
-pub async fn deployment_action(
-    State(st): State<ApiState>,
-    h: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    use crate::fleet::machine::Command;
-    let actor = authorize(&st, &h, Role::Operator).await?;
-    input::id("deployment", &id)?;
-    let b: ActionBody = match body {
-        Ok(b) if b.is_empty() => ActionBody::default(),
-        body => parse_body(body)?,
-    };
-    if b.to.is_some() && action != "rollback" {
-        return Err(ApiError::bad("`to` applies to rollback only"));
-    }
-    let cmd = match action.as_str() {
-        "pause" => Command::Pause(b.reason),
-        "resume" => Command::Resume,
-        "abort" => Command::Abort(b.reason),
-        "rollback" => {
-            let req = crate::fleet::RollbackRequest {
-                id,
-                to: b.to,
-                actor,
-                reason: b.reason,
-            };
-            let fleet = st.fleet.clone();
-            let rec = tokio::task::spawn_blocking(move || fleet.rollback(req))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(fleet_err)?;
-            return Ok(axum::Json(rec).into_response());
-        }
-        other => {
-            return Err(ApiError::not_found(format!(
-                "no action {:?}: pause, resume, abort, rollback",
-                short(other)
-            )));
-        }
-    };
-    let fleet = st.fleet.clone();
-    let rec = tokio::task::spawn_blocking(move || fleet.command(&id, cmd, &actor))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(fleet_err)?;
-    Ok(axum::Json(rec).into_response())
-}
-
-pub async fn drift(
-    State(st): State<ApiState>,
-    h: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    authorize(&st, &h, Role::Viewer).await?;
-    let mut f = crate::drift::DriftFilter::default();
-    for (k, v) in query_pairs(q.as_deref()) {
-        match k.as_str() {
-            "model" => {
-                let (m, ver) = model_ref(&v)?;
-                f.model = Some(m);
-                f.version = ver;
-            }
-            "deployment" => {
-                input::id("deployment", &v)?;
-                f.deployment = Some(v);
-            }
-            "group_by" => {
-                input::id("group_by", &v)?;
-                f.group_by = Some(v);
-            }
-            other => {
-                return Err(unknown_param(other, "model, deployment, group_by"));
-            }
-        }
-    }
-    let groups = db(&st, move |c| {
-        crate::drift::fleet(c, &f, crate::db::now_ms(), 120_000).map_err(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => ApiError::not_found("no such deployment"),
-            e => ApiError::internal(e),
-        })
-    })
-    .await?;
-    Ok(axum::Json(groups).into_response())
-}
-
+/// The running bridge's counters.
+///
+/// Role: viewer. Serving, ingest, broker gate and HTTP listener counters since start.
+#[utoipa::path(get, path = "/v1/stats", tag = "meta",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Counters", body = Stats),
+        (status = 404, description = "Not a running bridge", body = ErrorBody), AuthErrors))]
 pub async fn stats(State(st): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     authorize(&st, &h, Role::Viewer).await?;
@@ -646,33 +605,34 @@ pub async fn stats(State(st): State<ApiState>, h: HeaderMap) -> Result<Response,
             "counters are only available from a running bridge",
         ));
     };
-    Ok(axum::Json(json!({
-        "serving": {
-            "disk_reads": server.stats.disk_reads.load(Relaxed),
-            "frames": server.stats.frames.load(Relaxed),
-            "bytes": server.stats.bytes.load(Relaxed),
-            "refused": server.stats.refused.load(Relaxed),
+    let serving = &server.stats;
+    Ok(axum::Json(Stats {
+        serving: ServingStats {
+            disk_reads: serving.disk_reads.load(Relaxed),
+            frames: serving.frames.load(Relaxed),
+            bytes: serving.bytes.load(Relaxed),
+            refused: serving.refused.load(Relaxed),
         },
-        "ingest": {
-            "batches": ingest.batches.load(Relaxed),
-            "stored": ingest.stored.load(Relaxed),
-            "duplicates": ingest.duplicates.load(Relaxed),
-            "rejected": ingest.rejected.load(Relaxed),
-            "wire_bytes": ingest.wire_bytes.load(Relaxed),
+        ingest: IngestCounters {
+            batches: ingest.batches.load(Relaxed),
+            stored: ingest.stored.load(Relaxed),
+            duplicates: ingest.duplicates.load(Relaxed),
+            rejected: ingest.rejected.load(Relaxed),
+            wire_bytes: ingest.wire_bytes.load(Relaxed),
         },
-        "gate": st.gate.as_ref().map(|g| g.snapshot()),
-        "http": st.http.as_ref().map(|h| {
+        gate: st.gate.as_ref().map(|g| g.snapshot()),
+        http: st.http.as_ref().map(|h| {
             let c = h.snapshot();
-            json!({
-                "accepted": c.accepted,
-                "open": c.open,
-                "refused": c.refused,
-                "evicted": c.evicted,
-                "header_timeouts": c.header_timeouts,
-                "idle_timeouts": c.idle_timeouts,
-                "request_timeouts": c.request_timeouts,
-            })
+            HttpCounters {
+                accepted: c.accepted,
+                open: c.open,
+                refused: c.refused,
+                evicted: c.evicted,
+                header_timeouts: c.header_timeouts,
+                idle_timeouts: c.idle_timeouts,
+                request_timeouts: c.request_timeouts,
+            }
         }),
-    }))
+    })
     .into_response())
 }

@@ -535,10 +535,10 @@ pub enum ExportCmd {
         /// Only this device (repeatable).
         #[arg(long = "device")]
         devices: Vec<String>,
-        /// parquet | jsonl.
+        /// parquet | csv | jsonl (columns: docs/architecture.md, "Capture exports").
         #[arg(long, default_value = "parquet")]
         format: String,
-        /// Output file ("-" for stdout, jsonl only).
+        /// Output file ("-" for stdout; Parquet only into a pipe or file).
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
     },

@@ -17,8 +17,9 @@ pub(super) fn export(dir: &Path, cmd: ExportCmd) -> Result<ExitCode, CliError> {
         format,
         out,
     } = cmd;
-    use crate::export::{CaptureQuery, parse_time, write_jsonl, write_parquet};
+    use crate::export::{self, CaptureQuery, Format, Target, parse_time};
     let (model, version) = model_arg(&model)?;
+    let format: Format = format.parse()?;
     let now = crate::db::now();
     let t = |s: Option<String>| s.map(|v| parse_time(&v, now)).transpose();
     let q = CaptureQuery {
@@ -28,24 +29,11 @@ pub(super) fn export(dir: &Path, cmd: ExportCmd) -> Result<ExitCode, CliError> {
         until_ms: t(until)?,
         devices,
     };
+    let target = Target::from_arg(&out);
     let l = Ops::open(dir)?;
-    let sp = super::spinner("exporting captures");
-    let rows = q.rows(&l.db.lock())?;
-    match format.as_str() {
-        "jsonl" if out.as_os_str() == "-" => write_jsonl(&rows, &mut std::io::stdout().lock())?,
-        "jsonl" => {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&out)?);
-            write_jsonl(&rows, &mut f)?;
-        }
-        "parquet" => write_parquet(&rows, &out)?,
-        other => {
-            return Err(CliError::usage(format!(
-                "format {other:?} is not parquet or jsonl"
-            )));
-        }
-    }
-    sp.finish_and_clear();
-    eprintln!("exported {} captures to {}", rows.len(), out.display());
+    let e = q.export(&l.db.lock())?;
+    export::write(&e, format, &target)?;
+    eprintln!("{}", export::summary(&q, &e, &target));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -104,7 +104,7 @@ pub struct CreateDeployment {
 }
 
 /// A deployment as shown to operators.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeploymentRecord {
     /// Id.
     pub id: String,
@@ -116,7 +116,8 @@ pub struct DeploymentRecord {
     pub digest: String,
     /// State name.
     pub state: String,
-    /// State details (reason).
+    /// State details (reason): `fleet::machine::State`, tagged by state.
+    #[schema(value_type = Object)]
     pub detail: State,
     /// Current wave.
     pub wave: usize,
@@ -126,11 +127,14 @@ pub struct DeploymentRecord {
     pub created_by: String,
     /// Why.
     pub reason: String,
-    /// Per-device wave and status.
+    /// Per-device `[device, wave, status]`.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub devices: Vec<(String, usize, DeviceStatus)>,
-    /// Latest canary observation.
+    /// Latest canary observation (`fleet::machine::Observation`).
+    #[schema(value_type = Option<Object>)]
     pub observation: Option<machine::Observation>,
-    /// Strategy.
+    /// Waves and gates (`fleet::machine::Strategy`).
+    #[schema(value_type = Object)]
     pub strategy: Strategy,
     /// The deployment this one rolls back, if it is a rollback.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +145,7 @@ pub struct DeploymentRecord {
 
 /// A device with the bridge's intent for it: what it reports, and the model set the
 /// bridge wants it to run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     /// The device and its reported state (every model with its phase and versions).
     #[serde(flatten)]
@@ -152,8 +156,9 @@ pub struct DeviceView {
 
 /// Deployment search filters: `deploy list`'s flags (clap) and `GET /v1/deployments`'s
 /// query are this one type.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, clap::Args, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeploymentFilter {
     /// Model name.
     #[arg(long)]

@@ -39,7 +39,7 @@ pub struct RemoveModel {
 }
 
 /// What `deploy remove` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Removed {
     /// Devices that had the model in their desired set (each got a new directive).
     pub devices: Vec<String>,

@@ -75,4 +75,5 @@ pub fn pack_anomaly(key: &Path, out: &Path, extra: &[&str]) -> Output {
 pub mod harness;
 pub mod http;
 pub mod probe;
+pub mod python;
 pub mod webhook;
