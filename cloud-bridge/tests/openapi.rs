@@ -37,7 +37,12 @@ fn routes_have_typed_bodies_and_parameters() {
             .iter()
             .flatten()
             .filter(|p| p.parameter_in == ParameterIn::Query)
-            .map(|p| (p.name.clone(), p.required == utoipa::openapi::Required::True))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.required == utoipa::openapi::Required::True,
+                )
+            })
             .collect()
     };
     assert_eq!(
@@ -85,12 +90,17 @@ fn the_document_passes_openapi_spec_validator() {
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec(document()).unwrap()).unwrap();
-    let o = common::run(std::process::Command::new(py).arg("-c").arg(
-        "import json, sys\n\
+    let o = common::run(
+        std::process::Command::new(py)
+            .arg("-c")
+            .arg(
+                "import json, sys\n\
          from openapi_spec_validator import validate\n\
          validate(json.load(open(sys.argv[1])))\n\
          print('valid')",
-    ).arg(&file));
+            )
+            .arg(&file),
+    );
     assert!(o.status.success(), "{}", common::text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("valid"));
 }

@@ -3,7 +3,6 @@
 //! OpenAPI operation; the doc comment's first line is the summary, and the description
 //! names the role (`Role: viewer`).
 
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -13,9 +12,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::schema::{
-    AddDevice, AuditVerify, AuthErrors, Deleted, DevicesQuery, ErrorBody,
-    EventsQuery, ExportQuery, HttpCounters, IngestCounters, LimitQuery, ModelsQuery,
-    ProvisionedDevice, ReasonQuery, ServingStats, Stats, param_names,
+    AddDevice, AuditVerify, AuthErrors, Deleted, DevicesQuery, ErrorBody, EventsQuery, ExportQuery,
+    HttpCounters, IngestCounters, LimitQuery, ModelsQuery, ProvisionedDevice, ReasonQuery,
+    ServingStats, Stats, param_names,
 };
 use super::{ApiError, ApiState, authorize};
 use crate::auth::Role;
@@ -376,7 +375,7 @@ pub async fn add_device(
                 .map_err(ApiError::internal)?,
             client_key: std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_KEY_FILE))
                 .map_err(ApiError::internal)?,
-            ca: ca.pem(),
+            ca: ca.pem().to_owned(),
         }),
     )
         .into_response())
@@ -473,7 +472,7 @@ pub async fn events(
     security(("bearer" = [])),
     responses((status = 200, description = "The rows, oldest first",
             content((String = "application/x-ndjson"), (String = "text/csv"),
-                (Vec<u8> = "application/vnd.apache.parquet"))),
+                (String = "application/vnd.apache.parquet"))),
         (status = 400, description = "A missing model, bad time or format", body = ErrorBody),
         (status = 404, description = "The model or version was never registered", body = ErrorBody),
         AuthErrors))]

@@ -24,10 +24,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use outpost_net::{ConnStats, HttpLimits};
+use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use tokio::sync::watch;
 
 use crate::audit::Audit;
 use crate::auth::{self, Role};
@@ -223,7 +223,13 @@ mod tests {
             .nth(1)
             .and_then(|s| s.split("\n}\n").next())
             .expect("api_routes is in mod.rs");
-        for call in [".route(", ".route_service(", ".nest(", ".nest_service(", ".merge("] {
+        for call in [
+            ".route(",
+            ".route_service(",
+            ".nest(",
+            ".nest_service(",
+            ".merge(",
+        ] {
             assert!(!body.contains(call), "api_routes uses {call}");
         }
         assert_eq!(body.matches(".routes(routes!(").count(), 17);
@@ -237,7 +243,12 @@ mod tests {
         let mut n = 0;
         for r in super::ROUTES.iter() {
             n += 1;
-            assert!(!r.summary.is_empty(), "{} {} has no summary", r.method, r.path);
+            assert!(
+                !r.summary.is_empty(),
+                "{} {} has no summary",
+                r.method,
+                r.path
+            );
             let op = &doc.paths.paths[r.path];
             let op = match r.method {
                 "get" => op.get.as_ref(),
@@ -249,7 +260,12 @@ mod tests {
             let public = ["/openapi.json", "/v1/health"].contains(&r.path);
             assert_eq!(r.role.is_none(), public, "{} {} role", r.method, r.path);
             if !public {
-                assert!(op.security.is_some(), "{} {} has no security", r.method, r.path);
+                assert!(
+                    op.security.is_some(),
+                    "{} {} has no security",
+                    r.method,
+                    r.path
+                );
                 for code in ["401", "403"] {
                     assert!(
                         op.responses.responses.contains_key(code),
@@ -260,7 +276,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 19, "operations");
+        assert_eq!(n, 20, "operations");
         let schemes = &doc.components.as_ref().unwrap().security_schemes;
         assert!(schemes.contains_key("bearer"));
     }

@@ -55,7 +55,9 @@ pub struct GateStats {
 }
 
 /// A copy of [`GateStats`] for reports and the API.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct GateCounters {
     /// See [`GateStats::admitted`].
     pub admitted: u64,

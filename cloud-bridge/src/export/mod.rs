@@ -322,7 +322,10 @@ impl CaptureQuery {
     }
 
     /// Feature names per registered version that has a contract with a feature input.
-    fn feature_names(&self, c: &Connection) -> Result<BTreeMap<u32, (String, Vec<String>)>, ExportError> {
+    fn feature_names(
+        &self,
+        c: &Connection,
+    ) -> Result<BTreeMap<u32, (String, Vec<String>)>, ExportError> {
         let mut q = c.prepare("SELECT version, contract FROM models WHERE name = ?1")?;
         let rows = q.query_map([&self.model], |r| {
             Ok((r.get::<_, u32>(0)?, r.get::<_, Option<String>>(1)?))
@@ -390,7 +393,10 @@ impl CaptureQuery {
                 raws.push(r);
             }
         }
-        Ok(assemble(&names, raws))
+        // With no rows, the columns still name the features (of the version asked for,
+        // else the newest registered): a script reading an empty window needs them.
+        let empty = self.version.or_else(|| names.keys().max().copied());
+        Ok(assemble(&names, raws, empty))
     }
 }
 
@@ -423,9 +429,17 @@ fn flatten(prefix: &str, ts: &[Tensor], skip: Option<&str>) -> Vec<(String, f64)
         .collect()
 }
 
-/// Lays the stored rows out in columns (see the module docs for the order).
-fn assemble(names: &BTreeMap<u32, (String, Vec<String>)>, raws: Vec<Raw>) -> Export {
-    let versions: BTreeSet<u32> = raws.iter().map(|r| r.version).collect();
+/// Lays the stored rows out in columns (see the module docs for the order); with no rows,
+/// the feature columns are `empty_version`'s.
+fn assemble(
+    names: &BTreeMap<u32, (String, Vec<String>)>,
+    raws: Vec<Raw>,
+    empty_version: Option<u32>,
+) -> Export {
+    let mut versions: BTreeSet<u32> = raws.iter().map(|r| r.version).collect();
+    if raws.is_empty() {
+        versions.extend(empty_version);
+    }
     let mut layout = Layout::default();
     // Newest version first: its order is the one a retraining script most likely wants.
     for v in versions.iter().rev() {
@@ -471,8 +485,16 @@ fn assemble(names: &BTreeMap<u32, (String, Vec<String>)>, raws: Vec<Raw>) -> Exp
         .into_iter()
         .zip(cells)
         .map(|(r, (fin, fout))| CaptureRow {
-            features: layout.features.iter().map(|c| fin.get(c).copied()).collect(),
-            outputs: layout.outputs.iter().map(|c| fout.get(c).copied()).collect(),
+            features: layout
+                .features
+                .iter()
+                .map(|c| fin.get(c).copied())
+                .collect(),
+            outputs: layout
+                .outputs
+                .iter()
+                .map(|c| fout.get(c).copied())
+                .collect(),
             ts_ms: r.ts_ms,
             device: r.device,
             model: r.model,
@@ -520,7 +542,9 @@ pub fn write(e: &Export, format: Format, target: &Target) -> Result<(), ExportEr
             if out.is_terminal() {
                 return Err(ExportError::ParquetToTerminal);
             }
-            write_parquet(e, out.lock())
+            // Stdout (not its lock, which is not Send) behind a buffer: the writer
+            // emits many small pages.
+            write_parquet(e, std::io::BufWriter::new(out))
         }
         (f, t) => {
             let mut w: Box<dyn Write> = match t {

@@ -27,14 +27,24 @@ fn layout_is_the_union_of_versions_features_newest_first() {
     let e = assemble(
         &names,
         vec![raw(1, &t("[1,2]"), "hot"), raw(2, &t("[3,4]"), "")],
+        None,
     );
     assert_eq!(e.layout.features, ["b", "c", "a"]);
     assert_eq!(e.layout.outputs, ["output:p[0]", "output:p[1]"]);
     assert_eq!(e.rows[0].features, [Some(2.0), None, Some(1.0)]);
     assert_eq!(e.rows[1].features, [Some(3.0), Some(4.0), None]);
     assert_eq!(e.rows[0].prediction.as_deref(), Some("hot"));
-    assert_eq!(e.rows[1].prediction, None, "an empty label is no prediction");
+    assert_eq!(
+        e.rows[1].prediction, None,
+        "an empty label is no prediction"
+    );
     assert_eq!(e.rows[1].outputs, [Some(0.25), Some(0.75)]);
+    let empty = assemble(&names, Vec::new(), Some(1));
+    assert_eq!(
+        empty.layout.features,
+        ["a", "b"],
+        "no rows: the version's names"
+    );
 }
 
 #[test]
@@ -46,6 +56,7 @@ fn unnamed_inputs_get_positional_columns() {
             r#"[{"name":"img","shape":[1,2],"datatype":"FP32","data":[5,6]}]"#,
             "",
         )],
+        None,
     );
     assert_eq!(e.layout.features, ["input:img[0]", "input:img[1]"]);
     assert_eq!(e.rows[0].features, [Some(5.0), Some(6.0)]);
@@ -53,7 +64,7 @@ fn unnamed_inputs_get_positional_columns() {
 
 #[test]
 fn csv_quotes_text_and_leaves_nulls_empty() {
-    let mut e = assemble(&BTreeMap::new(), vec![raw(1, "[]", "a,\"b\"")]);
+    let mut e = assemble(&BTreeMap::new(), vec![raw(1, "[]", "a,\"b\"")], None);
     e.rows[0].score = None;
     let mut out = Vec::new();
     write_csv(&e, &mut out).unwrap();
@@ -77,7 +88,10 @@ fn times_and_formats() {
     assert_eq!("csv".parse::<Format>().unwrap(), Format::Csv);
     let e = "xlsx".parse::<Format>().unwrap_err().to_string();
     assert!(e.contains("not parquet, jsonl or csv"), "{e}");
-    assert!(parse_time("99999999999999999", 0).is_err(), "overflow is an error");
+    assert!(
+        parse_time("99999999999999999", 0).is_err(),
+        "overflow is an error"
+    );
 }
 
 #[test]

@@ -93,7 +93,9 @@ pub fn write_csv(e: &Export, w: &mut dyn Write) -> Result<(), ExportError> {
         .map(String::as_str)
         .chain(["label", "prediction", "score"])
         .chain(l.outputs.iter().map(String::as_str))
-        .chain(["ts", "device", "model", "version", "seq", "reason", "bundle"])
+        .chain([
+            "ts", "device", "model", "version", "seq", "reason", "bundle",
+        ])
         .map(cell)
         .collect();
     writeln!(w, "{}", header.join(","))?;
