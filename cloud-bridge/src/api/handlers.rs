@@ -499,7 +499,7 @@ pub async fn events(
     security(("bearer" = [])),
     responses((status = 200, description = "The rows, oldest first",
             content((String = "application/x-ndjson"), (String = "text/csv"),
-                (Vec<u8> = "application/vnd.apache.parquet"))),
+                (String = "application/vnd.apache.parquet"))),
         (status = 400, description = "A missing model, bad time or format", body = ErrorBody),
         (status = 404, description = "The model or version was never registered", body = ErrorBody),
         AuthErrors))]

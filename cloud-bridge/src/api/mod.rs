@@ -277,7 +277,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 19, "operations");
+        assert_eq!(n, 20, "operations");
         let schemes = &doc.components.as_ref().unwrap().security_schemes;
         assert!(schemes.contains_key("bearer"));
     }

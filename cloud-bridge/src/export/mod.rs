@@ -393,7 +393,10 @@ impl CaptureQuery {
                 raws.push(r);
             }
         }
-        Ok(assemble(&names, raws))
+        // With no rows, the columns still name the features (of the version asked for,
+        // else the newest registered): a script reading an empty window needs them.
+        let empty = self.version.or_else(|| names.keys().max().copied());
+        Ok(assemble(&names, raws, empty))
     }
 }
 
@@ -426,9 +429,17 @@ fn flatten(prefix: &str, ts: &[Tensor], skip: Option<&str>) -> Vec<(String, f64)
         .collect()
 }
 
-/// Lays the stored rows out in columns (see the module docs for the order).
-fn assemble(names: &BTreeMap<u32, (String, Vec<String>)>, raws: Vec<Raw>) -> Export {
-    let versions: BTreeSet<u32> = raws.iter().map(|r| r.version).collect();
+/// Lays the stored rows out in columns (see the module docs for the order); with no rows,
+/// the feature columns are `empty_version`'s.
+fn assemble(
+    names: &BTreeMap<u32, (String, Vec<String>)>,
+    raws: Vec<Raw>,
+    empty_version: Option<u32>,
+) -> Export {
+    let mut versions: BTreeSet<u32> = raws.iter().map(|r| r.version).collect();
+    if raws.is_empty() {
+        versions.extend(empty_version);
+    }
     let mut layout = Layout::default();
     // Newest version first: its order is the one a retraining script most likely wants.
     for v in versions.iter().rev() {
@@ -531,6 +542,8 @@ pub fn write(e: &Export, format: Format, target: &Target) -> Result<(), ExportEr
             if out.is_terminal() {
                 return Err(ExportError::ParquetToTerminal);
             }
+            // Stdout (not its lock, which is not Send) behind a buffer: the writer
+            // emits many small pages.
             write_parquet(e, std::io::BufWriter::new(out))
         }
         (f, t) => {

@@ -27,6 +27,7 @@ fn layout_is_the_union_of_versions_features_newest_first() {
     let e = assemble(
         &names,
         vec![raw(1, &t("[1,2]"), "hot"), raw(2, &t("[3,4]"), "")],
+        None,
     );
     assert_eq!(e.layout.features, ["b", "c", "a"]);
     assert_eq!(e.layout.outputs, ["output:p[0]", "output:p[1]"]);
@@ -38,6 +39,12 @@ fn layout_is_the_union_of_versions_features_newest_first() {
         "an empty label is no prediction"
     );
     assert_eq!(e.rows[1].outputs, [Some(0.25), Some(0.75)]);
+    let empty = assemble(&names, Vec::new(), Some(1));
+    assert_eq!(
+        empty.layout.features,
+        ["a", "b"],
+        "no rows: the version's names"
+    );
 }
 
 #[test]
@@ -49,6 +56,7 @@ fn unnamed_inputs_get_positional_columns() {
             r#"[{"name":"img","shape":[1,2],"datatype":"FP32","data":[5,6]}]"#,
             "",
         )],
+        None,
     );
     assert_eq!(e.layout.features, ["input:img[0]", "input:img[1]"]);
     assert_eq!(e.rows[0].features, [Some(5.0), Some(6.0)]);
@@ -56,7 +64,7 @@ fn unnamed_inputs_get_positional_columns() {
 
 #[test]
 fn csv_quotes_text_and_leaves_nulls_empty() {
-    let mut e = assemble(&BTreeMap::new(), vec![raw(1, "[]", "a,\"b\"")]);
+    let mut e = assemble(&BTreeMap::new(), vec![raw(1, "[]", "a,\"b\"")], None);
     e.rows[0].score = None;
     let mut out = Vec::new();
     write_csv(&e, &mut out).unwrap();

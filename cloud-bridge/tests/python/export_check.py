@@ -22,9 +22,11 @@ x_train, y_train = load(train, features)
 assert y_train.notna().all(), "the training sample is labelled"
 
 frames = {
-    "csv": pd.read_csv(csv, parse_dates=["ts"]),
+    # round_trip / precise_float: the exports print each double exactly; pandas' fast
+    # parsers may land one ulp off.
+    "csv": pd.read_csv(csv, parse_dates=["ts"], float_precision="round_trip"),
     "parquet": pd.read_parquet(parquet),
-    "jsonl": pd.read_json(jsonl, lines=True, convert_dates=False),
+    "jsonl": pd.read_json(jsonl, lines=True, convert_dates=False, precise_float=True),
 }
 frames["jsonl"]["ts"] = pd.to_datetime(frames["jsonl"]["ts"], utc=True)
 loaded = {}
