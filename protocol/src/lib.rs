@@ -10,6 +10,9 @@
 //!
 //! Every decoder of untrusted bytes checks a size cap before it allocates or inflates
 //! (see [`limits`]); zstd inflation goes only through [`capped`].
+//!
+//! The one exception to sans-IO is [`fsio`]: atomic writes and capped reads of local
+//! files, here because every other crate depends on this one and they must not differ.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +23,7 @@ pub mod contract;
 pub mod device_auth;
 pub mod digest;
 pub mod directive;
+pub mod fsio;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
