@@ -636,14 +636,18 @@ fn is_full(e: &rusqlite::Error) -> bool {
 }
 
 fn read_seq_file(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
+    // A decimal u64 and a newline; anything longer is not ours.
+    outpost_protocol::fsio::read_capped_string(p, 64)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
 
 fn write_seq_file(p: &Path, v: u64) -> std::io::Result<()> {
-    crate::update::disk::write_atomic(p, format!("{v}\n").as_bytes())
+    Ok(outpost_protocol::fsio::write_atomic(
+        p,
+        format!("{v}\n").as_bytes(),
+    )?)
 }
 
 #[cfg(test)]
