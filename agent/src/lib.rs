@@ -2,7 +2,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`config`] | typed, validated configuration |
+//! | [`config`] | parses the config file and the environment, composes the sections each module owns |
 //! | [`identity`] | the device key and counter that seal every message it publishes |
 //! | [`link`] | the MQTT connection (rumqttc) |
 //! | [`update`] | directives, chunked pull, A/B install, probation, rollback |
@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod recorder;
 pub mod runtime;
 pub mod sensors;
+pub mod settings;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -26,8 +26,9 @@
 //!
 //! Both listeners are served by [`outpost_net::serve`] within `[api]`'s limits: a
 //! connection cap per listener, header-read, idle and request timeouts (see
-//! [`crate::config::ApiConfig`]).
+//! [`config::ApiConfig`]).
 
+pub mod config;
 pub mod oip;
 pub mod v1;
 
@@ -40,6 +41,8 @@ use axum::response::{IntoResponse, Response};
 use outpost_net::{ConnStats, HttpLimits};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
+
+pub use config::{ApiConfig, ApiSection};
 
 use crate::models::{ActiveModel, ModelHandle};
 use crate::recorder::{RecorderStats, Served};

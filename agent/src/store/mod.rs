@@ -115,17 +115,18 @@
 
 mod append;
 mod budget;
+pub mod config;
 mod sql;
 mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_protocol::records;
 use outpost_protocol::uplink::Record;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 pub use budget::{DISK_OVERHEAD, Layout, PAGE, ROW_OVERHEAD, accounted};
+pub use config::{Durability, StoreConfig, StoreSection, WhenFull, default_streams};
 pub use sql::SCHEMA_VERSION;
 pub use summary::SUMMARY_INTERVAL_MS;
 
@@ -145,62 +146,6 @@ const FILES: [&str; 5] = [
     "store.db-journal",
     "store.seq",
 ];
-
-/// What to do when the budget is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Evict the lowest-priority, oldest records (never ones of higher priority than the
-    /// incoming record); refuse the record if that is not enough.
-    EvictLowestOldest,
-    /// Keep what is stored; refuse new records.
-    RejectNew,
-}
-
-/// Commit durability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous = NORMAL`: crash-safe, may lose the last commits on power loss.
-    Normal,
-    /// `synchronous = FULL`: every commit synced.
-    Full,
-}
-
-/// Store settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreConfig {
-    /// Budget in bytes for the store's files on disk, across all streams (they stay
-    /// within `max_bytes + DISK_OVERHEAD`; see the module doc, invariant 3).
-    pub max_bytes: u64,
-    /// Policy when the budget is reached.
-    pub when_full: WhenFull,
-    /// Commit durability.
-    pub durability: Durability,
-    /// Streams and their priority (higher is kept longer).
-    pub streams: BTreeMap<String, u8>,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            max_bytes: 64 << 20,
-            when_full: WhenFull::EvictLowestOldest,
-            durability: Durability::Normal,
-            streams: default_streams(),
-        }
-    }
-}
-
-/// The built-in streams: captures are evicted first, then telemetry; events last.
-pub fn default_streams() -> BTreeMap<String, u8> {
-    [
-        (records::CAPTURES, 0u8),
-        (records::TELEMETRY, 1),
-        (records::EVENTS, 2),
-    ]
-    .into_iter()
-    .map(|(s, p)| (s.to_owned(), p))
-    .collect()
-}
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

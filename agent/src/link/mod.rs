@@ -10,6 +10,8 @@
 //! is dropped, and the protocols above (chunk request timeouts, uplink end-to-end acks,
 //! state re-published at connect) recover on their own.
 
+pub mod config;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,7 +26,8 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::config::BrokerConfig;
+pub use config::{BrokerConfig, BrokerSection};
+
 use crate::identity::DeviceIdentity;
 
 /// An inbound message for the updater.
