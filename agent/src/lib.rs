@@ -11,6 +11,7 @@
 //! | [`sensors`] | ADXL345 driver, simulated ADXL345, vibration features |
 //! | [`pipeline`] | sensor → features → model → subscribers |
 //! | [`runtime`] | starts and stops all of it |
+//! | [`status`] | `outpost-agent status`: link, models, store backlog |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod recorder;
 pub mod runtime;
 pub mod sensors;
 pub mod settings;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -333,6 +333,28 @@ impl Store {
         Ok((s, reset))
     }
 
+    /// Records and accounted bytes held per stream in the store under `dir`, read without
+    /// changing anything (for `outpost-agent status` while the agent is stopped: no table
+    /// is created, no corrupt file moved aside). A missing database is an empty store.
+    pub fn backlog_read_only(dir: &Path) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let db = dir.join("store.db");
+        if !db.exists() {
+            return Ok(BTreeMap::new());
+        }
+        let conn = Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut out = BTreeMap::new();
+        for stream in sql::stream_tables(&conn)? {
+            let q = StreamSql::for_stream(&stream);
+            let (n, b, _): (i64, i64, i64) =
+                conn.query_row(&q.stats, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            out.insert(stream, (n.max(0) as u64, b.max(0) as u64));
+        }
+        Ok(out)
+    }
+
     /// Reads per-stream figures; returns the highest sequence held.
     fn load_stats(&mut self) -> Result<u64, StoreError> {
         let mut st: BTreeMap<String, StreamStats> = self
