@@ -465,6 +465,55 @@ mod tests {
         }
     }
 
+    /// The TOML blocks of a file's doc comments (`//! ```toml` … `//! ````).
+    fn doc_examples(src: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur: Option<String> = None;
+        for l in src.lines() {
+            let l = l.trim_start();
+            let Some(doc) = l.strip_prefix("//!").or_else(|| l.strip_prefix("///")) else {
+                continue;
+            };
+            let doc = doc.strip_prefix(' ').unwrap_or(doc);
+            match (&mut cur, doc.trim_end()) {
+                (None, "```toml") => cur = Some(String::new()),
+                (Some(_), "```") => out.extend(cur.take()),
+                (Some(c), _) => {
+                    c.push_str(doc);
+                    c.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_examples_load() {
+        // The whole file in this module's doc, and each section's example in its owner's.
+        let whole = doc_examples(include_str!("config.rs"));
+        assert_eq!(whole.len(), 1);
+        let c = AgentConfig::from_toml(&whole[0]).unwrap();
+        assert_eq!(c.device_id, "gw-0001");
+        assert!(matches!(c.sensor.kind, SensorKind::Simulated { .. }));
+        for src in [
+            include_str!("link/config.rs"),
+            include_str!("update/config.rs"),
+            include_str!("api/config.rs"),
+            include_str!("store/config.rs"),
+            include_str!("sync/config.rs"),
+            include_str!("sensors/config.rs"),
+            include_str!("capture.rs"),
+            include_str!("drift.rs"),
+        ] {
+            let examples = doc_examples(src);
+            assert!(!examples.is_empty());
+            for e in examples {
+                cfg(&e).unwrap_or_else(|err| panic!("{err}:\n{e}"));
+            }
+        }
+    }
+
     #[test]
     fn defaults_and_overrides() {
         let c = cfg("").unwrap();

@@ -82,7 +82,7 @@ pub use outpost_protocol::records::{DriftSummary, FeatureDrift};
 /// mode = "exact"             # or "sketch" (bounded memory, KS within ~1/256)
 /// # psi = 0.5; ks = 0.35; output_shift = 0.3
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DriftSettings {
     /// Window, check cadence and mode (thresholds here are the built-in defaults).
     pub base: DriftConfig,
@@ -92,17 +92,6 @@ pub struct DriftSettings {
     pub ks: Option<f64>,
     /// Output-shift override.
     pub output_shift: Option<f64>,
-}
-
-impl Default for DriftSettings {
-    fn default() -> Self {
-        Self {
-            base: DriftConfig::default(),
-            psi: None,
-            ks: None,
-            output_shift: None,
-        }
-    }
 }
 
 impl DriftSettings {
