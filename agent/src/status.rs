@@ -301,9 +301,11 @@ fn exchange(s: &mut (impl Read + Write), request: &str) -> std::io::Result<Vec<u
 pub fn status(cfg: &AgentConfig, timeout: Duration) -> AgentStatus {
     match query(cfg, timeout) {
         Ok(s) => s,
-        Err(e @ (QueryError::NoApi | QueryError::Unreachable { .. })) => {
+        Err(e @ QueryError::Unreachable { .. }) => {
             from_data_dir(cfg, format!("agent not running ({e})"))
         }
+        // Nothing to ask: whether an agent runs cannot be told, only what it left on disk.
+        Err(e @ QueryError::NoApi) => from_data_dir(cfg, format!("cannot ask the agent: {e}")),
         Err(e) => from_data_dir(cfg, format!("agent status unavailable ({e})")),
     }
 }
@@ -321,12 +323,15 @@ pub fn render(s: &AgentStatus) -> String {
             s.device_id, s.source
         ));
     } else {
+        // The note says why (not running, or no API to ask).
         line(format!(
-            "device {}: agent not running (read from {})",
-            s.device_id, s.source
+            "device {}: {} (read from {})",
+            s.device_id,
+            s.note.as_deref().unwrap_or("agent not running"),
+            s.source
         ));
     }
-    if let Some(n) = &s.note {
+    if let (true, Some(n)) = (s.running, &s.note) {
         line(format!("  note: {n}"));
     }
     match &s.link {
