@@ -1,7 +1,7 @@
 //! The bridge's face on [`outpost_protocol::fsio`], the one implementation of atomic
-//! writes, secret files and capped reads: the bridge's error types carry a bare
-//! `io::Error` next to the path, so these return the OS error (its kind kept, the path
-//! not repeated). Behaviour and guarantees are those of `fsio`.
+//! writes and secret files (capped reads go through `fsio` directly). The bridge's error
+//! types carry a bare `io::Error` next to the path, so these return the OS error (its kind
+//! kept, the path not repeated). Behaviour and guarantees are those of `fsio`.
 
 use std::path::Path;
 
@@ -22,10 +22,4 @@ pub fn write_secret_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// overwrite an existing file.
 pub fn write_secret_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
     fsio::write_secret_new(path, data).map_err(fsio::FsError::into_io)
-}
-
-/// Reads `path` if it has at most `cap` bytes; a larger file is `InvalidData` naming both
-/// sizes, without reading it.
-pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    fsio::read_capped(path, cap).map_err(fsio::FsError::into_io)
 }
