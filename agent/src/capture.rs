@@ -7,11 +7,14 @@
 //! hourly cap bounds everything, so a machine stuck in a fault state cannot flood the
 //! store; captures skipped by the cap are counted and reported in telemetry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use outpost_protocol::contract::Interpretation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+
+use crate::settings::InvalidSetting;
 
 /// A capture policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +37,89 @@ impl Default for CapturePolicy {
             low_confidence: None,
             max_per_hour: 600,
         }
+    }
+}
+
+impl CapturePolicy {
+    /// Checks ranges; `field` is the section the policy came from (`capture`,
+    /// `capture.models`), which the error names.
+    pub fn validate(&self, field: &'static str) -> Result<(), InvalidSetting> {
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(InvalidSetting::new(
+                field,
+                "sample_rate must be within 0..=1",
+            ));
+        }
+        if self
+            .low_confidence
+            .is_some_and(|c| !(0.0..=1.0).contains(&c))
+        {
+            return Err(InvalidSetting::new(
+                field,
+                "low_confidence must be within 0..=1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One policy as written in the file: absent keys take the enclosing policy's values.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    sample_rate: Option<f64>,
+    on_anomaly: Option<bool>,
+    low_confidence: Option<f32>,
+    max_per_hour: Option<u32>,
+}
+
+impl PolicySection {
+    fn resolve(
+        &self,
+        base: &CapturePolicy,
+        field: &'static str,
+    ) -> Result<CapturePolicy, InvalidSetting> {
+        let p = CapturePolicy {
+            sample_rate: self.sample_rate.unwrap_or(base.sample_rate),
+            on_anomaly: self.on_anomaly.unwrap_or(base.on_anomaly),
+            low_confidence: self.low_confidence.or(base.low_confidence),
+            max_per_hour: self.max_per_hour.unwrap_or(base.max_per_hour),
+        };
+        p.validate(field)?;
+        Ok(p)
+    }
+}
+
+/// `[capture]` as written in the file: the default policy over
+/// [`CapturePolicy::default`], and `[capture.models.NAME]` tables over that default.
+///
+/// ```toml
+/// [capture]                  # default policy; [capture.models.NAME] overrides per model
+/// sample_rate = 0.01
+/// on_anomaly = true
+/// # low_confidence = 0.6     # default: the spec's min_confidence
+/// max_per_hour = 600
+/// ```
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSection {
+    #[serde(flatten)]
+    default: PolicySection,
+    #[serde(default)]
+    models: BTreeMap<String, PolicySection>,
+}
+
+impl CaptureSection {
+    /// The validated default policy and the per-model ones.
+    pub fn resolve(
+        &self,
+    ) -> Result<(CapturePolicy, HashMap<String, CapturePolicy>), InvalidSetting> {
+        let default = self.default.resolve(&CapturePolicy::default(), "capture")?;
+        let mut models = HashMap::new();
+        for (name, p) in &self.models {
+            models.insert(name.clone(), p.resolve(&default, "capture.models")?);
+        }
+        Ok((default, models))
     }
 }
 

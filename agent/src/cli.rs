@@ -15,6 +15,9 @@ Usage: outpost-agent <COMMAND>
 
 Commands:
   run --config FILE                  Run the agent: link, updates, local API, sensor pipeline
+  status --config FILE [--json]      Link state, models and store backlog: asked of the
+                                     running agent's local API, else read from the data
+                                     directory (\"agent not running\")
   verify-bundle FILE --trust DIR     Verify a bundle file offline: signature, manifest,
         [--self-test]                chunks, files (--self-test: also load the model with
                                      tract and run the bundle's self-test samples)
@@ -32,6 +35,13 @@ pub enum Command {
     Run {
         /// Configuration file.
         config: PathBuf,
+    },
+    /// `status --config FILE [--json]`.
+    Status {
+        /// Configuration file.
+        config: PathBuf,
+        /// Print JSON ([`crate::status::AgentStatus`]) instead of text.
+        json: bool,
     },
     /// `verify-bundle FILE --trust DIR [--self-test]`.
     VerifyBundle {
@@ -83,6 +93,25 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, U
                 None => err("run: --config FILE is required".into()),
             }
         }
+        Some("status") => {
+            let (mut config, mut json) = (None, false);
+            let mut it = rest.into_iter();
+            while let Some(a) = it.next() {
+                if a == "--json" {
+                    json = true;
+                    continue;
+                }
+                match flag(&a, &mut it, "--config")? {
+                    Some(v) if config.is_none() => config = Some(PathBuf::from(v)),
+                    Some(_) => return err("--config given twice".into()),
+                    None => return err(format!("status: unexpected argument {a:?}")),
+                }
+            }
+            match config {
+                Some(config) => Ok(Command::Status { config, json }),
+                None => err("status: --config FILE is required".into()),
+            }
+        }
         Some("verify-bundle") => {
             let (mut file, mut trust, mut self_test) = (None, None, false);
             let mut it = rest.into_iter();
@@ -132,6 +161,26 @@ fn flag(
         Some(v) => Ok(Some(v.into())),
         None => Ok(None),
     }
+}
+
+/// Makes writing to a closed stdout (`outpost-agent status | head -1`) end the process
+/// quietly with status 0, as other Unix tools do. Rust ignores SIGPIPE, so `println!`
+/// panics on EPIPE instead; the hook recognises that panic and exits, and leaves every
+/// other panic to the default hook. (The bridge has the same hook; it can call this one.)
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// Formats an error and its causes on one line, skipping a cause whose text the line
@@ -222,6 +271,26 @@ mod tests {
         assert_eq!(
             p(&["serve"]).unwrap_err(),
             "unknown command \"serve\" (run, verify-bundle)"
+        );
+    }
+
+    #[test]
+    fn parses_status() {
+        let st = |json| {
+            Ok(Command::Status {
+                config: PathBuf::from("a.toml"),
+                json,
+            })
+        };
+        assert_eq!(p(&["status", "--config", "a.toml"]), st(false));
+        assert_eq!(p(&["status", "--json", "--config=a.toml"]), st(true));
+        assert_eq!(
+            p(&["status"]).unwrap_err(),
+            "status: --config FILE is required"
+        );
+        assert_eq!(
+            p(&["status", "--config", "a", "--jsn"]).unwrap_err(),
+            "status: unexpected argument \"--jsn\""
         );
     }
 

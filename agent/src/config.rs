@@ -2,6 +2,24 @@
 //! variables; validated once at start-up into typed values. A bad config is one clear
 //! error naming the field, and `outpost-agent run` exits 2.
 //!
+//! Each section belongs to the module that uses it, with its defaults and its validator:
+//!
+//! | section | struct | module |
+//! |---|---|---|
+//! | `[broker]` | [`BrokerConfig`] | [`crate::link::config`] |
+//! | `[update]`, `[models]` | [`UpdateConfig`], [`ModelsConfig`] | [`crate::update::config`] |
+//! | `[api]` | [`ApiConfig`] | [`crate::api::config`] |
+//! | `[store]` | [`StoreConfig`] | [`crate::store::config`] |
+//! | `[sync]` | [`SyncConfig`] + zstd level | [`crate::sync::config`] |
+//! | `[telemetry]` | interval | [`crate::telemetry`] |
+//! | `[capture]` | [`CapturePolicy`] | [`crate::capture`] |
+//! | `[drift]` | [`DriftSettings`] | [`crate::drift`] |
+//! | `[sensor]` | [`SensorConfig`] | [`crate::sensors::config`] |
+//!
+//! This module parses the file (unknown keys are errors, in every section), applies the
+//! environment (a misspelt `OUTPOST_*` setting is an error), checks what spans sections
+//! (a sync batch must fit a broker packet) and composes the result. The whole file:
+//!
 //! ```toml
 //! device_id = "gw-0001"
 //! data_dir = "/var/lib/outpost"
@@ -78,17 +96,30 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use outpost_protocol::topics::valid_device_id;
 use serde::Deserialize;
 
-use crate::capture::CapturePolicy;
-use crate::sensors::vibration::MachineMode;
-use crate::store::{Durability, StoreConfig, WhenFull};
-use crate::sync::SyncConfig;
+pub use crate::api::ApiConfig;
+use crate::api::ApiSection;
+pub use crate::capture::CapturePolicy;
+use crate::capture::CaptureSection;
+use crate::drift::DriftSection;
+pub use crate::drift::DriftSettings;
+pub use crate::link::BrokerConfig;
+use crate::link::BrokerSection;
+use crate::sensors::config::SensorSection;
+pub use crate::sensors::{SensorConfig, SensorKind};
+use crate::settings::InvalidSetting;
+pub use crate::store::StoreConfig;
+use crate::store::StoreSection;
+pub use crate::sync::SyncConfig;
+use crate::sync::SyncSection;
+use crate::telemetry::TelemetrySection;
+pub use crate::update::{ModelsConfig, UpdateConfig};
+use crate::update::{ModelsSection, UpdateSection};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -130,171 +161,17 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        message: message.into(),
-    }
-}
-
-/// `[api]`'s connection limits over [`outpost_net::HttpLimits`]' defaults.
-fn api_limits(a: &RawApi) -> Result<outpost_net::HttpLimits, ConfigError> {
-    use outpost_net::LimitsError;
-    let d = outpost_net::HttpLimits::default();
-    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
-    let limits = outpost_net::HttpLimits {
-        max_connections: a.max_connections.unwrap_or(d.max_connections),
-        header_read_timeout: ms(a.header_read_timeout_ms, d.header_read_timeout),
-        idle_timeout: ms(a.idle_timeout_ms, d.idle_timeout),
-        request_timeout: ms(a.request_timeout_ms, d.request_timeout),
-        ..d
-    };
-    limits.validate().map_err(|e| {
-        let field = match &e {
-            LimitsError::MaxConnections(_) => "api.max_connections",
-            LimitsError::Timeout { field, .. } => match *field {
-                "header_read_timeout" => "api.header_read_timeout_ms",
-                "idle_timeout" => "api.idle_timeout_ms",
-                _ => "api.request_timeout_ms",
-            },
-        };
-        invalid(field, e.to_string())
-    })?;
-    Ok(limits)
-}
-
-/// How to reach the broker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrokerConfig {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// TLS (`mqtts://`).
-    pub tls: bool,
-    /// Keep-alive interval.
-    pub keep_alive: Duration,
-    /// Username.
-    pub username: Option<String>,
-    /// Password (read from `password_file`; never logged).
-    pub password: Option<String>,
-    /// CA certificate (PEM) for TLS; system roots are not used.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
-    pub client_key: Option<PathBuf>,
-    /// First reconnect delay.
-    pub reconnect_min: Duration,
-    /// Reconnect delay cap.
-    pub reconnect_max: Duration,
-    /// Largest MQTT packet sent or accepted (default 131072: AWS IoT Core's and many
-    /// hosted brokers' limit; the bridge registers no bundle whose chunks would not fit).
-    pub max_packet_bytes: usize,
-}
-
-/// Update behaviour.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpdateConfig {
-    /// Chunk requests in flight.
-    pub window: u32,
-    /// A requested part not answered within this is requested again.
-    pub request_timeout: Duration,
-    /// Probation passes after this many successful inferences...
-    pub health_inferences: u32,
-    /// ...or after this long without an error.
-    pub health_window: Duration,
-    /// Agent restarts during probation tolerated before rolling back.
-    pub max_probation_boots: u32,
-    /// How far ahead of the device clock a directive's issue time may be, seconds
-    /// (`u64::MAX`: unchecked, for devices without a real-time clock).
-    pub max_clock_skew_secs: u64,
-}
-
-/// Resource budgets for the models a device runs (`[models]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ModelsConfig {
-    /// Memory the running set may need (sum of each model's peak measured at
-    /// registration), bytes; `None`: unlimited.
-    pub max_memory_bytes: Option<u64>,
-    /// Disk the model slots may use (two slots per model), bytes; `None`: unlimited.
-    pub max_disk_bytes: Option<u64>,
-}
-
-/// Local inference API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiConfig {
-    /// TCP listener (loopback by default).
-    pub http: Option<SocketAddr>,
-    /// Unix socket path.
-    pub unix_socket: Option<PathBuf>,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Connection cap and timeouts of each listener.
-    pub limits: outpost_net::HttpLimits,
-}
-
-/// Which sensor feeds the pipeline.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SensorKind {
-    /// No sensor; the agent serves the API only.
-    None,
-    /// An ADXL345 on a Linux I2C bus.
-    Adxl345 {
-        /// `/dev/i2c-N`.
-        bus: PathBuf,
-        /// 7-bit address (0x53 or 0x1D).
-        address: u8,
-    },
-    /// The register-level simulated ADXL345.
-    Simulated {
-        /// RNG seed.
-        seed: u64,
-        /// Machine behaviour.
-        mode: MachineMode,
-        /// Drift, 0..=1.
-        drift: f64,
-    },
-}
-
-/// Sensor pipeline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SensorConfig {
-    /// Sensor.
-    pub kind: SensorKind,
-    /// Time between the starts of two windows.
-    pub interval: Duration,
-    /// The model the pipeline feeds (None: the only active model).
-    pub model: Option<String>,
-}
-
-/// Drift settings from the config; unset thresholds fall back to the bundle's spec.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DriftSettings {
-    /// Window, check cadence and mode (thresholds here are the built-in defaults).
-    pub base: crate::drift::DriftConfig,
-    /// PSI override.
-    pub psi: Option<f64>,
-    /// KS override.
-    pub ks: Option<f64>,
-    /// Output-shift override.
-    pub output_shift: Option<f64>,
-}
-
-impl DriftSettings {
-    /// The effective settings for a model whose spec carries `spec` thresholds.
-    pub fn resolve(
-        &self,
-        spec: Option<&outpost_protocol::contract::DriftSpec>,
-    ) -> crate::drift::DriftConfig {
-        let s = spec.cloned().unwrap_or_default();
-        crate::drift::DriftConfig {
-            psi: self.psi.or(s.psi).unwrap_or(self.base.psi),
-            ks: self.ks.or(s.ks).unwrap_or(self.base.ks),
-            output_shift: self.output_shift.or(s.output_shift),
-            ..self.base.clone()
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        ConfigError::Invalid {
+            field: e.field,
+            message: e.message,
         }
     }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    InvalidSetting::new(field, message).into()
 }
 
 /// The validated agent configuration.
@@ -339,6 +216,7 @@ pub struct AgentConfig {
     pub log: String,
 }
 
+/// The file as written: top-level keys, and each section in its owner's file form.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -350,159 +228,25 @@ struct RawConfig {
     tags: BTreeMap<String, String>,
     log: Option<String>,
     #[serde(default)]
-    broker: RawBroker,
+    broker: BrokerSection,
     #[serde(default)]
-    update: RawUpdate,
+    update: UpdateSection,
     #[serde(default)]
-    models: RawModels,
+    models: ModelsSection,
     #[serde(default)]
-    api: RawApi,
+    api: ApiSection,
     #[serde(default)]
-    sensor: RawSensor,
+    sensor: SensorSection,
     #[serde(default)]
-    store: RawStore,
+    store: StoreSection,
     #[serde(default)]
-    sync: RawSync,
+    sync: SyncSection,
     #[serde(default)]
-    telemetry: RawTelemetry,
+    telemetry: TelemetrySection,
     #[serde(default)]
-    capture: RawCapture,
+    capture: CaptureSection,
     #[serde(default)]
-    drift: RawDrift,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDrift {
-    enabled: Option<bool>,
-    window: Option<usize>,
-    check_every: Option<usize>,
-    mode: Option<String>,
-    psi: Option<f64>,
-    ks: Option<f64>,
-    output_shift: Option<f64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    max_bytes: Option<u64>,
-    when_full: Option<String>,
-    durability: Option<String>,
-    priority: Option<BTreeMap<String, u8>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawSync {
-    batch_records: Option<usize>,
-    batch_bytes: Option<usize>,
-    linger_ms: Option<u64>,
-    window: Option<usize>,
-    ack_timeout_ms: Option<u64>,
-    zstd_level: Option<i32>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTelemetry {
-    interval_secs: Option<u64>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    sample_rate: Option<f64>,
-    on_anomaly: Option<bool>,
-    low_confidence: Option<f32>,
-    max_per_hour: Option<u32>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCapture {
-    #[serde(flatten)]
-    default: RawPolicy,
-    #[serde(default)]
-    models: BTreeMap<String, RawPolicy>,
-}
-
-fn policy(
-    raw: &RawPolicy,
-    base: &CapturePolicy,
-    field: &'static str,
-) -> Result<CapturePolicy, ConfigError> {
-    let p = CapturePolicy {
-        sample_rate: raw.sample_rate.unwrap_or(base.sample_rate),
-        on_anomaly: raw.on_anomaly.unwrap_or(base.on_anomaly),
-        low_confidence: raw.low_confidence.or(base.low_confidence),
-        max_per_hour: raw.max_per_hour.unwrap_or(base.max_per_hour),
-    };
-    if !(0.0..=1.0).contains(&p.sample_rate) {
-        return Err(invalid(field, "sample_rate must be within 0..=1"));
-    }
-    if p.low_confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
-        return Err(invalid(field, "low_confidence must be within 0..=1"));
-    }
-    Ok(p)
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawBroker {
-    url: Option<String>,
-    keep_alive_secs: Option<u64>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    client_cert: Option<PathBuf>,
-    client_key: Option<PathBuf>,
-    reconnect_min_ms: Option<u64>,
-    reconnect_max_ms: Option<u64>,
-    max_packet_bytes: Option<usize>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawUpdate {
-    window: Option<u32>,
-    request_timeout_ms: Option<u64>,
-    health_inferences: Option<u32>,
-    health_secs: Option<u64>,
-    max_probation_boots: Option<u32>,
-    max_clock_skew_secs: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawModels {
-    max_memory_bytes: Option<u64>,
-    max_disk_bytes: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawApi {
-    http: Option<String>,
-    unix_socket: Option<PathBuf>,
-    max_body_bytes: Option<usize>,
-    max_connections: Option<usize>,
-    header_read_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    request_timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawSensor {
-    kind: Option<String>,
-    i2c_bus: Option<PathBuf>,
-    address: Option<u8>,
-    interval_ms: Option<u64>,
-    model: Option<String>,
-    seed: Option<u64>,
-    mode: Option<String>,
-    drift: Option<f64>,
+    drift: DriftSection,
 }
 
 /// The variables [`AgentConfig::load`] reads.
@@ -623,6 +367,8 @@ impl AgentConfig {
         Self::validate(raw, None)
     }
 
+    /// Checks the top-level keys, resolves each section (sections resolve paths relative
+    /// to the config file's directory) and composes them.
     fn validate(raw: RawConfig, path: Option<&Path>) -> Result<Self, ConfigError> {
         let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -640,265 +386,16 @@ impl AgentConfig {
             .trust_dir
             .ok_or_else(|| invalid("trust_dir", "is required"))?);
 
-        let b = raw.broker;
-        let url = b.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            return Err(invalid(
-                "broker.url",
-                format!("{url:?} must start with mqtt:// or mqtts://"),
-            ));
-        };
-        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_owned(),
-                p.parse::<u16>()
-                    .map_err(|_| invalid("broker.url", format!("bad port in {url:?}")))?,
-            ),
-            None => (
-                rest.trim_end_matches('/').to_owned(),
-                if tls { 8883 } else { 1883 },
-            ),
-        };
-        if host.is_empty() {
-            return Err(invalid("broker.url", format!("no host in {url:?}")));
-        }
-        let password = match b.password_file {
-            Some(p) => Some(
-                std::fs::read_to_string(rel(p.clone()))
-                    .map_err(|e| invalid("broker.password_file", format!("{}: {e}", p.display())))?
-                    .trim_end()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        if b.client_cert.is_some() != b.client_key.is_some() {
-            return Err(invalid(
-                "broker.client_cert",
-                "client_cert and client_key go together",
-            ));
-        }
-        if !tls && (b.ca_file.is_some() || b.client_cert.is_some()) {
-            return Err(invalid(
-                "broker.ca_file",
-                "TLS files given but the URL is not mqtts://",
-            ));
-        }
-        let max_packet_bytes = b.max_packet_bytes.unwrap_or(128 * 1024);
-        if !(16 * 1024..=16 << 20).contains(&max_packet_bytes) {
-            return Err(invalid(
-                "broker.max_packet_bytes",
-                "must be within 16 KiB..=16 MiB",
-            ));
-        }
-        let keep_alive = Duration::from_secs(b.keep_alive_secs.unwrap_or(30));
-        if keep_alive < Duration::from_secs(5) {
-            return Err(invalid("broker.keep_alive_secs", "must be at least 5"));
-        }
-        let reconnect_min = Duration::from_millis(b.reconnect_min_ms.unwrap_or(250));
-        let reconnect_max = Duration::from_millis(b.reconnect_max_ms.unwrap_or(30_000));
-        if reconnect_min.is_zero() || reconnect_max < reconnect_min {
-            return Err(invalid(
-                "broker.reconnect_max_ms",
-                "need 0 < reconnect_min_ms <= reconnect_max_ms",
-            ));
-        }
-
-        let u = raw.update;
-        let window = u.window.unwrap_or(8);
-        if !(1..=64).contains(&window) {
-            return Err(invalid("update.window", "must be within 1..=64"));
-        }
-        let request_timeout = Duration::from_millis(u.request_timeout_ms.unwrap_or(5_000));
-        if request_timeout < Duration::from_millis(50) {
-            return Err(invalid("update.request_timeout_ms", "must be at least 50"));
-        }
-
-        let a = raw.api;
-        let http = match a.http.as_deref() {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 8089))),
-            Some("") => None,
-            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    "api.http",
-                    format!("{s:?} is not an address like 127.0.0.1:8089"),
-                )
-            })?),
-        };
-        let max_body_bytes = a.max_body_bytes.unwrap_or(8 << 20);
-        if !(1024..=64 << 20).contains(&max_body_bytes) {
-            return Err(invalid(
-                "api.max_body_bytes",
-                "must be within 1 KiB..=64 MiB",
-            ));
-        }
-        let limits = api_limits(&a)?;
-
-        let s = raw.sensor;
-        let kind = match s.kind.as_deref().unwrap_or("none") {
-            "none" => SensorKind::None,
-            "adxl345" => SensorKind::Adxl345 {
-                bus: s.i2c_bus.unwrap_or_else(|| "/dev/i2c-1".into()),
-                address: s.address.unwrap_or(0x53),
-            },
-            "simulated" => {
-                let drift = s.drift.unwrap_or(0.0);
-                if !(0.0..=1.0).contains(&drift) {
-                    return Err(invalid("sensor.drift", "must be within 0..=1"));
-                }
-                let mode = s.mode.as_deref().unwrap_or("normal");
-                SensorKind::Simulated {
-                    seed: s.seed.unwrap_or(1),
-                    mode: mode
-                        .parse()
-                        .map_err(|e: String| invalid("sensor.mode", e))?,
-                    drift,
-                }
-            }
-            k => {
-                return Err(invalid(
-                    "sensor.kind",
-                    format!("{k:?} is not one of none, adxl345, simulated"),
-                ));
-            }
-        };
-        let interval = Duration::from_millis(s.interval_ms.unwrap_or(1_000));
-        if interval < Duration::from_millis(10) {
-            return Err(invalid("sensor.interval_ms", "must be at least 10"));
-        }
-        if let Some(m) = &s.model
-            && !outpost_protocol::manifest::valid_name(m)
-        {
-            return Err(invalid(
-                "sensor.model",
-                format!("{m:?} is not a model name ([A-Za-z0-9._-], 1..=128)"),
-            ));
-        }
-        let sensor_model = s.model.clone();
-
-        let st = raw.store;
-        let max_bytes = st.max_bytes.unwrap_or(64 << 20);
-        if max_bytes < 64 * 1024 {
-            return Err(invalid("store.max_bytes", "must be at least 65536"));
-        }
-        let when_full = match st.when_full.as_deref().unwrap_or("evict_lowest_oldest") {
-            "evict_lowest_oldest" => WhenFull::EvictLowestOldest,
-            "reject_new" => WhenFull::RejectNew,
-            o => {
-                return Err(invalid(
-                    "store.when_full",
-                    format!("{o:?} is not evict_lowest_oldest or reject_new"),
-                ));
-            }
-        };
-        let durability = match st.durability.as_deref().unwrap_or("normal") {
-            "normal" => Durability::Normal,
-            "full" => Durability::Full,
-            o => {
-                return Err(invalid(
-                    "store.durability",
-                    format!("{o:?} is not normal or full"),
-                ));
-            }
-        };
-        let mut streams = crate::store::default_streams();
-        for (k, v) in st.priority.unwrap_or_default() {
-            if !outpost_protocol::topics::valid_stream(&k) {
-                return Err(invalid(
-                    "store.priority",
-                    format!("{k:?} is not a valid stream name ([a-z0-9_])"),
-                ));
-            }
-            streams.insert(k, v);
-        }
-        let y = raw.sync;
-        let sync = SyncConfig {
-            max_records: y.batch_records.unwrap_or(500),
-            max_bytes: y.batch_bytes.unwrap_or(96 * 1024),
-            linger_ms: y.linger_ms.unwrap_or(500),
-            window: y.window.unwrap_or(4),
-            ack_timeout_ms: y.ack_timeout_ms.unwrap_or(10_000),
-        };
-        // A batch is sent whole; zstd never grows data by more than a few hundred bytes,
-        // so raw size + 4 KiB (frame, seal, MQTT header) must fit the packet limit.
-        if !(1..=10_000).contains(&sync.max_records)
-            || !(1024..=max_packet_bytes.saturating_sub(4096)).contains(&sync.max_bytes)
-        {
-            return Err(invalid(
-                "sync.batch_records",
-                format!(
-                    "batch_records must be 1..=10000 and batch_bytes 1 KiB..={} (broker.max_packet_bytes - 4 KiB)",
-                    max_packet_bytes.saturating_sub(4096)
-                ),
-            ));
-        }
-        if !(1..=64).contains(&sync.window) || sync.ack_timeout_ms < 100 {
-            return Err(invalid(
-                "sync.window",
-                "window must be 1..=64 and ack_timeout_ms >= 100",
-            ));
-        }
-        let zstd_level = y.zstd_level.unwrap_or(3);
-        if !(1..=19).contains(&zstd_level) {
-            return Err(invalid("sync.zstd_level", "must be within 1..=19"));
-        }
-        let telemetry_interval = Duration::from_secs(raw.telemetry.interval_secs.unwrap_or(60));
-        if telemetry_interval.is_zero() {
-            return Err(invalid("telemetry.interval_secs", "must be at least 1"));
-        }
-        let dr = raw.drift;
-        let drift = if dr.enabled.unwrap_or(true) {
-            let d = crate::drift::DriftConfig::default();
-            let base = crate::drift::DriftConfig {
-                window: dr.window.unwrap_or(d.window),
-                check_every: dr.check_every.unwrap_or(d.check_every),
-                mode: match dr.mode.as_deref().unwrap_or("exact") {
-                    "exact" => crate::drift::DriftMode::Exact,
-                    "sketch" => crate::drift::DriftMode::Sketch,
-                    o => {
-                        return Err(invalid(
-                            "drift.mode",
-                            format!("{o:?} is not exact or sketch"),
-                        ));
-                    }
-                },
-                ..d
-            };
-            if !(16..=65_536).contains(&base.window)
-                || base.check_every == 0
-                || base.check_every > base.window
-            {
-                return Err(invalid(
-                    "drift.window",
-                    "window must be 16..=65536 and 1 <= check_every <= window",
-                ));
-            }
-            for (v, f) in [
-                (dr.psi, "drift.psi"),
-                (dr.ks, "drift.ks"),
-                (dr.output_shift, "drift.output_shift"),
-            ] {
-                if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
-                    return Err(invalid(f, "must be a positive number"));
-                }
-            }
-            Some(DriftSettings {
-                base,
-                psi: dr.psi,
-                ks: dr.ks,
-                output_shift: dr.output_shift,
-            })
-        } else {
-            None
-        };
-        let capture = policy(&raw.capture.default, &CapturePolicy::default(), "capture")?;
-        let mut capture_models = std::collections::HashMap::new();
-        for (name, p) in &raw.capture.models {
-            capture_models.insert(name.clone(), policy(p, &capture, "capture.models")?);
-        }
+        let broker = raw.broker.resolve(rel)?;
+        let update = raw.update.resolve()?;
+        let api = raw.api.resolve(rel)?;
+        let sensor = raw.sensor.resolve()?;
+        let store = raw.store.resolve()?;
+        // The one setting that spans sections: a sync batch is sent whole in one packet.
+        let (sync, zstd_level) = raw.sync.resolve(broker.max_packet_bytes)?;
+        let telemetry_interval = raw.telemetry.resolve()?;
+        let drift = raw.drift.resolve()?;
+        let (capture, capture_models) = raw.capture.resolve()?;
 
         Ok(Self {
             device_id,
@@ -906,49 +403,12 @@ impl AgentConfig {
             trust_dir,
             key_file: raw.key_file.map(rel),
             tags: raw.tags,
-            broker: BrokerConfig {
-                host,
-                port,
-                tls,
-                keep_alive,
-                username: b.username,
-                password,
-                ca_file: b.ca_file.map(rel),
-                client_cert: b.client_cert.map(rel),
-                client_key: b.client_key.map(rel),
-                reconnect_min,
-                reconnect_max,
-                max_packet_bytes,
-            },
-            update: UpdateConfig {
-                window,
-                request_timeout,
-                health_inferences: u.health_inferences.unwrap_or(20),
-                health_window: Duration::from_secs(u.health_secs.unwrap_or(60)),
-                max_probation_boots: u.max_probation_boots.unwrap_or(2),
-                max_clock_skew_secs: u.max_clock_skew_secs.unwrap_or(24 * 3600),
-            },
-            models: ModelsConfig {
-                max_memory_bytes: raw.models.max_memory_bytes,
-                max_disk_bytes: raw.models.max_disk_bytes,
-            },
-            api: ApiConfig {
-                http,
-                unix_socket: a.unix_socket.map(rel),
-                max_body_bytes,
-                limits,
-            },
-            sensor: SensorConfig {
-                kind,
-                interval,
-                model: sensor_model,
-            },
-            store: StoreConfig {
-                max_bytes,
-                when_full,
-                durability,
-                streams,
-            },
+            broker,
+            update,
+            models: raw.models.resolve()?,
+            api,
+            sensor,
+            store,
             sync,
             zstd_level,
             telemetry_interval,
@@ -962,7 +422,10 @@ impl AgentConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+    use crate::sensors::vibration::MachineMode;
 
     fn cfg(extra: &str) -> Result<AgentConfig, ConfigError> {
         AgentConfig::from_toml(&format!(
@@ -999,6 +462,55 @@ mod tests {
             "PATH",
         ] {
             assert!(load(k).is_ok(), "{k}");
+        }
+    }
+
+    /// The TOML blocks of a file's doc comments (`//! ```toml` … `//! ````).
+    fn doc_examples(src: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur: Option<String> = None;
+        for l in src.lines() {
+            let l = l.trim_start();
+            let Some(doc) = l.strip_prefix("//!").or_else(|| l.strip_prefix("///")) else {
+                continue;
+            };
+            let doc = doc.strip_prefix(' ').unwrap_or(doc);
+            match (&mut cur, doc.trim_end()) {
+                (None, "```toml") => cur = Some(String::new()),
+                (Some(_), "```") => out.extend(cur.take()),
+                (Some(c), _) => {
+                    c.push_str(doc);
+                    c.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_examples_load() {
+        // The whole file in this module's doc, and each section's example in its owner's.
+        let whole = doc_examples(include_str!("config.rs"));
+        assert_eq!(whole.len(), 1);
+        let c = AgentConfig::from_toml(&whole[0]).unwrap();
+        assert_eq!(c.device_id, "gw-0001");
+        assert!(matches!(c.sensor.kind, SensorKind::Simulated { .. }));
+        for src in [
+            include_str!("link/config.rs"),
+            include_str!("update/config.rs"),
+            include_str!("api/config.rs"),
+            include_str!("store/config.rs"),
+            include_str!("sync/config.rs"),
+            include_str!("sensors/config.rs"),
+            include_str!("capture.rs"),
+            include_str!("drift.rs"),
+        ] {
+            let examples = doc_examples(src);
+            assert!(!examples.is_empty());
+            for e in examples {
+                cfg(&e).unwrap_or_else(|err| panic!("{err}:\n{e}"));
+            }
         }
     }
 

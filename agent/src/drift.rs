@@ -23,6 +23,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use outpost_protocol::baseline::{BaselineProfile, FeatureProfile, bin_of, ks_sorted, psi_counts};
+use serde::Deserialize;
+
+use crate::settings::InvalidSetting;
 
 /// Sketch resolution (bins per feature).
 pub const SKETCH_BINS: usize = 256;
@@ -67,6 +70,110 @@ impl Default for DriftConfig {
 }
 
 pub use outpost_protocol::records::{DriftSummary, FeatureDrift};
+
+/// Drift settings from `[drift]`; unset thresholds fall back to the bundle's spec, then to
+/// [`DriftConfig::default`].
+///
+/// ```toml
+/// [drift]                    # thresholds default to the bundle's spec, then built-ins
+/// enabled = true
+/// window = 256               # samples per class window
+/// check_every = 32
+/// mode = "exact"             # or "sketch" (bounded memory, KS within ~1/256)
+/// # psi = 0.5; ks = 0.35; output_shift = 0.3
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DriftSettings {
+    /// Window, check cadence and mode (thresholds here are the built-in defaults).
+    pub base: DriftConfig,
+    /// PSI override.
+    pub psi: Option<f64>,
+    /// KS override.
+    pub ks: Option<f64>,
+    /// Output-shift override.
+    pub output_shift: Option<f64>,
+}
+
+impl DriftSettings {
+    /// The effective settings for a model whose spec carries `spec` thresholds.
+    pub fn resolve(&self, spec: Option<&outpost_protocol::contract::DriftSpec>) -> DriftConfig {
+        let s = spec.cloned().unwrap_or_default();
+        DriftConfig {
+            psi: self.psi.or(s.psi).unwrap_or(self.base.psi),
+            ks: self.ks.or(s.ks).unwrap_or(self.base.ks),
+            output_shift: self.output_shift.or(s.output_shift),
+            ..self.base.clone()
+        }
+    }
+
+    /// Checks the window, the cadence and the thresholds; the error names the file key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let b = &self.base;
+        if !(16..=65_536).contains(&b.window) || b.check_every == 0 || b.check_every > b.window {
+            return Err(InvalidSetting::new(
+                "drift.window",
+                "window must be 16..=65536 and 1 <= check_every <= window",
+            ));
+        }
+        for (v, f) in [
+            (self.psi, "drift.psi"),
+            (self.ks, "drift.ks"),
+            (self.output_shift, "drift.output_shift"),
+        ] {
+            if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
+                return Err(InvalidSetting::new(f, "must be a positive number"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[drift]` as written in the file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSection {
+    enabled: Option<bool>,
+    window: Option<usize>,
+    check_every: Option<usize>,
+    mode: Option<String>,
+    psi: Option<f64>,
+    ks: Option<f64>,
+    output_shift: Option<f64>,
+}
+
+impl DriftSection {
+    /// The validated settings; None when `enabled = false` (drift is on by default).
+    pub fn resolve(self) -> Result<Option<DriftSettings>, InvalidSetting> {
+        if !self.enabled.unwrap_or(true) {
+            return Ok(None);
+        }
+        let d = DriftSettings::default();
+        let mode = match self.mode.as_deref() {
+            None => d.base.mode,
+            Some("exact") => DriftMode::Exact,
+            Some("sketch") => DriftMode::Sketch,
+            Some(o) => {
+                return Err(InvalidSetting::new(
+                    "drift.mode",
+                    format!("{o:?} is not exact or sketch"),
+                ));
+            }
+        };
+        let s = DriftSettings {
+            base: DriftConfig {
+                window: self.window.unwrap_or(d.base.window),
+                check_every: self.check_every.unwrap_or(d.base.check_every),
+                mode,
+                ..d.base
+            },
+            psi: self.psi,
+            ks: self.ks,
+            output_shift: self.output_shift,
+        };
+        s.validate()?;
+        Ok(Some(s))
+    }
+}
 
 /// A change of state.
 #[derive(Debug, Clone, PartialEq)]

@@ -45,15 +45,20 @@ impl DeviceIdentity {
     pub fn load(device_id: &str, key_file: &Path, data_dir: &Path) -> Result<Self, IdentityError> {
         let key = SigningKey::load(key_file)?;
         let path = data_dir.join(BOOT_FILE);
-        let previous: u64 = std::fs::read_to_string(&path)
+        // A decimal u64; anything longer is not ours.
+        let previous: u64 = outpost_protocol::fsio::read_capped_string(&path, 64)
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         let boot = (previous + 1)
             .max(crate::clock::unix_now())
             .min(u64::from(u32::MAX));
-        crate::update::disk::write_atomic(&path, boot.to_string().as_bytes())
-            .map_err(|source| IdentityError::Io { path, source })?;
+        outpost_protocol::fsio::write_atomic(&path, boot.to_string().as_bytes()).map_err(|e| {
+            IdentityError::Io {
+                path,
+                source: e.into(),
+            }
+        })?;
         Ok(Self {
             device_id: device_id.to_owned(),
             key,

@@ -2,7 +2,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`config`] | typed, validated configuration |
+//! | [`config`] | parses the config file and the environment, composes the sections each module owns |
 //! | [`identity`] | the device key and counter that seal every message it publishes |
 //! | [`link`] | the MQTT connection (rumqttc) |
 //! | [`update`] | directives, chunked pull, A/B install, probation, rollback |
@@ -11,6 +11,7 @@
 //! | [`sensors`] | ADXL345 driver, simulated ADXL345, vibration features |
 //! | [`pipeline`] | sensor → features → model → subscribers |
 //! | [`runtime`] | starts and stops all of it |
+//! | [`status`] | `outpost-agent status`: link, models, store backlog |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,6 +29,8 @@ pub mod pipeline;
 pub mod recorder;
 pub mod runtime;
 pub mod sensors;
+pub mod settings;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

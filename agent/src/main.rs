@@ -10,6 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
+    outpost_agent::cli::quiet_on_closed_stdout();
     let cmd = match parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config } => run(config),
+        Command::Status { config, json } => status(config, json),
         Command::VerifyBundle {
             file,
             trust,
@@ -42,6 +44,31 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `status`: exit 0 whether or not the agent runs (the output says which); 2 for a bad
+/// config.
+fn status(config: PathBuf, json: bool) -> ExitCode {
+    let cfg = match AgentConfig::load(Some(&config), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let s = outpost_agent::status::status(&cfg, Duration::from_secs(2));
+    if json {
+        match serde_json::to_string_pretty(&s) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", outpost_agent::status::render(&s));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(config: PathBuf) -> ExitCode {

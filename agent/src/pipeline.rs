@@ -17,13 +17,13 @@ use outpost_protocol::contract::Interpretation;
 use outpost_protocol::wire::InstalledModel;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{SensorConfig, SensorKind};
 use crate::models::ModelHandle;
 use crate::recorder::{Served, Source};
 use crate::sensors::WINDOW;
 use crate::sensors::adxl345::{Adxl345, DataRate};
 use crate::sensors::features::{self, FEATURE_NAMES};
 use crate::sensors::sim::{SimAdxl345, SimHandle};
+use crate::sensors::{SensorConfig, SensorKind};
 
 /// One classified window.
 #[derive(Debug, Clone)]

@@ -144,7 +144,7 @@ fn capture_body(s: &Served, i: usize, reason: crate::capture::CaptureReason) -> 
 
 /// Drift monitoring per model (rebuilt whenever a model's active bundle changes).
 pub struct DriftState {
-    settings: crate::config::DriftSettings,
+    settings: crate::drift::DriftSettings,
     monitors: BTreeMap<String, (outpost_protocol::Digest, Option<Monitor>)>,
 }
 
@@ -156,7 +156,7 @@ struct Monitor {
 
 impl DriftState {
     /// Drift monitoring with `settings`.
-    pub fn new(settings: crate::config::DriftSettings) -> Self {
+    pub fn new(settings: crate::drift::DriftSettings) -> Self {
         Self {
             settings,
             monitors: BTreeMap::new(),

@@ -231,6 +231,13 @@ pub async fn start(
         report,
         http: http_conns.clone(),
         unix: unix_conns.clone(),
+    }))
+    .merge(crate::status::routes(crate::status::Sources {
+        device_id: cfg.device_id.clone(),
+        data_dir: cfg.data_dir.clone(),
+        link: link.clone(),
+        models: models.clone(),
+        store: store.clone(),
     }));
     let mut http_addr = None;
     if let Some(addr) = cfg.api.http {

@@ -29,6 +29,32 @@ use crate::recorder::RecorderStats;
 use crate::store::NewRecord;
 use crate::sync::{SharedStore, UplinkCounters, lock};
 
+/// Telemetry period unless `[telemetry] interval_secs` says otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `[telemetry]` as written in the file (`interval_secs = 60`).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    interval_secs: Option<u64>,
+}
+
+impl TelemetrySection {
+    /// The validated period (at least 1 s); the error names the file key.
+    pub fn resolve(self) -> Result<Duration, crate::settings::InvalidSetting> {
+        let interval = self
+            .interval_secs
+            .map_or(DEFAULT_INTERVAL, Duration::from_secs);
+        if interval.is_zero() {
+            return Err(crate::settings::InvalidSetting::new(
+                "telemetry.interval_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(interval)
+    }
+}
+
 /// What telemetry reads from.
 #[derive(Clone)]
 pub struct Sources {

@@ -1,44 +1,25 @@
-//! Small filesystem helpers: atomic writes and secret files.
+//! The bridge's face on [`outpost_protocol::fsio`], the one implementation of atomic
+//! writes and secret files (capped reads go through `fsio` directly). The bridge's error
+//! types carry a bare `io::Error` next to the path, so these return the OS error (its kind
+//! kept, the path not repeated). Behaviour and guarantees are those of `fsio`.
 
-use std::io::Write;
 use std::path::Path;
 
-/// Writes `data` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename, fsync of the directory. A crash leaves either the old file or the new one.
+use outpost_protocol::fsio;
+
+/// Replaces `path` with `data` atomically (temporary file, fsync, rename, directory
+/// fsync): a crash leaves the old file or the new one; a failed write leaves the old one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    fsio::write_atomic(path, data).map_err(fsio::FsError::into_io)
 }
 
-/// Creates `path` with mode 0600 and writes `data`; refuses to overwrite an existing file
-/// (the mode is set at creation, so the secret is never readable by others, not even
-/// briefly).
+/// [`write_atomic`] for a secret: mode 0600 from the file's creation.
+pub fn write_secret_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    fsio::write_secret_atomic(path, data).map_err(fsio::FsError::into_io)
+}
+
+/// Creates `path` with mode 0600 and writes `data`; refuses (`AlreadyExists`) to
+/// overwrite an existing file.
 pub fn write_secret_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
+    fsio::write_secret_new(path, data).map_err(fsio::FsError::into_io)
 }

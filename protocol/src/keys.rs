@@ -370,14 +370,14 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
         path: path.display().to_string(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.len() > MAX_KEY_FILE {
-        return Err(KeyError::BadKeyFile {
+    match crate::fsio::read_capped_string(path, MAX_KEY_FILE) {
+        Ok(text) => Ok(text),
+        Err(crate::fsio::FsError::TooLarge { size, .. }) => Err(KeyError::BadKeyFile {
             path: path.display().to_string(),
-            reason: format!("{} bytes is too large for a key file", meta.len()),
-        });
+            reason: format!("{size} bytes is too large for a key file"),
+        }),
+        Err(e) => Err(io(e.into_io())),
     }
-    std::fs::read_to_string(path).map_err(io)
 }
 
 #[cfg(test)]

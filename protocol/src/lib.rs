@@ -11,6 +11,9 @@
 //! Every decoder of untrusted bytes checks a size cap before it allocates or inflates
 //! (see [`limits`]); zstd inflation goes only through [`capped`].
 //!
+//! The one exception to sans-IO is [`fsio`]: atomic writes and capped reads of local
+//! files, here because every other crate depends on this one and they must not differ.
+//!
 //! | module | what |
 //! |---|---|
 //! | [`baseline`] | the signed training-data baseline profile and the drift statistics (PSI, KS) |
@@ -19,6 +22,7 @@
 //! | [`contract`] | the model contract: inputs, outputs and what outputs mean |
 //! | [`device_auth`] | sealing and opening device messages (key, counter) |
 //! | [`digest`] | SHA-256 content addresses |
+//! | [`fsio`] | atomic writes, secret files and capped reads of local files |
 //! | [`directive`] | signed deployment directives (`VerifiedDirective`) |
 //! | [`keys`] | Ed25519 keys, key ids, the trust store |
 //! | [`limits`] | size caps for every decoder of untrusted bytes |
@@ -41,6 +45,7 @@ pub mod contract;
 pub mod device_auth;
 pub mod digest;
 pub mod directive;
+pub mod fsio;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

@@ -17,6 +17,7 @@
 //! | `POST /v1/predict[?model=NAME]` | named features or arrays → the task's answer |
 //! | `GET /v1/model[?model=NAME]`, `/v1/health`, `/v1/metrics` | model info, health, counters |
 //! | `GET /metrics` | Prometheus exposition (merged in by the runtime: [`crate::metrics`]) |
+//! | `GET /v1/status` | link state, models, store backlog for `outpost-agent status` (merged in by the runtime: [`crate::status`]) |
 //!
 //! Errors are JSON `{"error": "..."}` (the OIP error body): 400 malformed request or a
 //! request the model's contract refuses, 404 unknown model or version, 413 body too large,
@@ -26,8 +27,9 @@
 //!
 //! Both listeners are served by [`outpost_net::serve`] within `[api]`'s limits: a
 //! connection cap per listener, header-read, idle and request timeouts (see
-//! [`crate::config::ApiConfig`]).
+//! [`config::ApiConfig`]).
 
+pub mod config;
 pub mod oip;
 pub mod v1;
 
@@ -40,6 +42,8 @@ use axum::response::{IntoResponse, Response};
 use outpost_net::{ConnStats, HttpLimits};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
+
+pub use config::{ApiConfig, ApiSection};
 
 use crate::models::{ActiveModel, ModelHandle};
 use crate::recorder::{RecorderStats, Served};

@@ -3,9 +3,12 @@
 //! vibration features the classifier consumes.
 
 pub mod adxl345;
+pub mod config;
 pub mod features;
 pub mod sim;
 pub mod vibration;
+
+pub use config::{SensorConfig, SensorKind};
 
 /// ADXL345 output data rate used by the pipeline, Hz.
 pub const SAMPLE_RATE_HZ: f64 = 1600.0;

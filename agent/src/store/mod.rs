@@ -115,17 +115,18 @@
 
 mod append;
 mod budget;
+pub mod config;
 mod sql;
 mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_protocol::records;
 use outpost_protocol::uplink::Record;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 pub use budget::{DISK_OVERHEAD, Layout, PAGE, ROW_OVERHEAD, accounted};
+pub use config::{Durability, StoreConfig, StoreSection, WhenFull, default_streams};
 pub use sql::SCHEMA_VERSION;
 pub use summary::SUMMARY_INTERVAL_MS;
 
@@ -145,62 +146,6 @@ const FILES: [&str; 5] = [
     "store.db-journal",
     "store.seq",
 ];
-
-/// What to do when the budget is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Evict the lowest-priority, oldest records (never ones of higher priority than the
-    /// incoming record); refuse the record if that is not enough.
-    EvictLowestOldest,
-    /// Keep what is stored; refuse new records.
-    RejectNew,
-}
-
-/// Commit durability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous = NORMAL`: crash-safe, may lose the last commits on power loss.
-    Normal,
-    /// `synchronous = FULL`: every commit synced.
-    Full,
-}
-
-/// Store settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreConfig {
-    /// Budget in bytes for the store's files on disk, across all streams (they stay
-    /// within `max_bytes + DISK_OVERHEAD`; see the module doc, invariant 3).
-    pub max_bytes: u64,
-    /// Policy when the budget is reached.
-    pub when_full: WhenFull,
-    /// Commit durability.
-    pub durability: Durability,
-    /// Streams and their priority (higher is kept longer).
-    pub streams: BTreeMap<String, u8>,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            max_bytes: 64 << 20,
-            when_full: WhenFull::EvictLowestOldest,
-            durability: Durability::Normal,
-            streams: default_streams(),
-        }
-    }
-}
-
-/// The built-in streams: captures are evicted first, then telemetry; events last.
-pub fn default_streams() -> BTreeMap<String, u8> {
-    [
-        (records::CAPTURES, 0u8),
-        (records::TELEMETRY, 1),
-        (records::EVENTS, 2),
-    ]
-    .into_iter()
-    .map(|(s, p)| (s.to_owned(), p))
-    .collect()
-}
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -386,6 +331,28 @@ impl Store {
         s.reserved_until = reserved.max(s.next_seq - 1);
         s.trim()?;
         Ok((s, reset))
+    }
+
+    /// Records and accounted bytes held per stream in the store under `dir`, read without
+    /// changing anything (for `outpost-agent status` while the agent is stopped: no table
+    /// is created, no corrupt file moved aside). A missing database is an empty store.
+    pub fn backlog_read_only(dir: &Path) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let db = dir.join("store.db");
+        if !db.exists() {
+            return Ok(BTreeMap::new());
+        }
+        let conn = Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut out = BTreeMap::new();
+        for stream in sql::stream_tables(&conn)? {
+            let q = StreamSql::for_stream(&stream);
+            let (n, b, _): (i64, i64, i64) =
+                conn.query_row(&q.stats, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            out.insert(stream, (n.max(0) as u64, b.max(0) as u64));
+        }
+        Ok(out)
     }
 
     /// Reads per-stream figures; returns the highest sequence held.
@@ -636,14 +603,18 @@ fn is_full(e: &rusqlite::Error) -> bool {
 }
 
 fn read_seq_file(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
+    // A decimal u64 and a newline; anything longer is not ours.
+    outpost_protocol::fsio::read_capped_string(p, 64)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
 
 fn write_seq_file(p: &Path, v: u64) -> std::io::Result<()> {
-    crate::update::disk::write_atomic(p, format!("{v}\n").as_bytes())
+    Ok(outpost_protocol::fsio::write_atomic(
+        p,
+        format!("{v}\n").as_bytes(),
+    )?)
 }
 
 #[cfg(test)]

@@ -48,6 +48,12 @@ pub struct StreamSql {
 }
 
 impl StreamSql {
+    /// The statements of `stream` (a name checked by [`valid_name`]), without creating its
+    /// table.
+    pub fn for_stream(stream: &str) -> Self {
+        Self::new(stream)
+    }
+
     fn new(stream: &str) -> Self {
         let t = format!("\"{TABLE_PREFIX}{stream}\"");
         Self {

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use outpost_protocol::uplink::{Record, UplinkBatch};
 use outpost_protocol::wire::BatchAck;
 
+pub use super::config::SyncConfig;
+
 /// Where unsent records come from.
 pub trait Backlog {
     /// Up to the limits of `stream`'s records with `seq > after`, oldest first.
@@ -23,33 +25,6 @@ pub trait Backlog {
         max_records: usize,
         max_bytes: usize,
     ) -> Vec<Record>;
-}
-
-/// Tuning.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SyncConfig {
-    /// Most records per batch.
-    pub max_records: usize,
-    /// Most raw bytes per batch.
-    pub max_bytes: usize,
-    /// A batch that is not full waits until its oldest record is this old (ms).
-    pub linger_ms: u64,
-    /// Batches in flight per stream.
-    pub window: usize,
-    /// Resend when an ack has not come within this (ms).
-    pub ack_timeout_ms: u64,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            max_records: 500,
-            max_bytes: 256 * 1024,
-            linger_ms: 500,
-            window: 4,
-            ack_timeout_ms: 10_000,
-        }
-    }
 }
 
 /// What the IO loop must do.

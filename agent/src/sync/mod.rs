@@ -4,6 +4,7 @@
 //! [`machine::SyncMachine`] decides; [`run`] is the IO loop around it: the store (through
 //! [`machine::Backlog`]), the link, acks, and a wake-up when new data is stored.
 
+pub mod config;
 pub mod machine;
 
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::clock::{mono_ms, unix_ms};
 use crate::link::LinkHandle;
 use crate::store::Store;
-pub use machine::{Backlog, SyncAction, SyncConfig, SyncMachine, SyncStats};
+pub use config::{SyncConfig, SyncSection};
+pub use machine::{Backlog, SyncAction, SyncMachine, SyncStats};
 
 /// The store shared by writers (recorder, telemetry) and the sync loop.
 pub type SharedStore = Arc<Mutex<Store>>;

@@ -12,8 +12,8 @@ use outpost_protocol::directive::{
 use outpost_protocol::wire::DirectiveRejection;
 use outpost_protocol::{Limits, TrustStore};
 
+use super::config::ModelsConfig;
 use super::lifecycle::{Action, Lifecycle, Target};
-use crate::config::ModelsConfig;
 
 /// What became of a received directive.
 #[derive(Debug)]

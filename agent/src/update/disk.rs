@@ -22,10 +22,10 @@
 //! (format 1: `update/slots/`, one model) is migrated at start.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use outpost_protocol::Digest;
+use outpost_protocol::fsio::{read_capped, read_capped_string, write_atomic};
 use outpost_protocol::wire::{DirectiveRejection, InstalledModel};
 use serde::{Deserialize, Serialize};
 
@@ -134,12 +134,9 @@ impl UpdateDisk {
     /// with the error, so a bad file never stops the agent from starting.
     pub fn load_state(&self) -> (UpdateState, Option<String>) {
         let p = self.root.join("state.json");
-        let text = match std::fs::metadata(&p) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (UpdateState::default(), None);
-            }
-            Ok(m) if m.len() > MAX_STATE_FILE => Err(format!("{} bytes", m.len())),
-            _ => std::fs::read_to_string(&p).map_err(|e| e.to_string()),
+        let text = match read_capped_string(&p, MAX_STATE_FILE) {
+            Err(e) if e.is_not_found() => return (UpdateState::default(), None),
+            r => r.map_err(|e| e.to_string()),
         };
         let parsed = text.and_then(|t| {
             let v: serde_json::Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
@@ -210,7 +207,7 @@ impl UpdateDisk {
     /// Replaces the state atomically.
     pub fn save_state(&self, s: &UpdateState) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(s).expect("state serialises");
-        write_atomic(&self.root.join("state.json"), &json)
+        Ok(write_atomic(&self.root.join("state.json"), &json)?)
     }
 
     /// A slot's bundle file path.
@@ -224,12 +221,12 @@ impl UpdateDisk {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d)?;
         }
-        write_atomic(&p, bundle)
+        Ok(write_atomic(&p, bundle)?)
     }
 
     /// Reads a slot's bundle, capped.
     pub fn read_slot(&self, name: &str, s: Slot, cap: u64) -> std::io::Result<Vec<u8>> {
-        read_capped(&self.slot_path(name, s), cap)
+        Ok(read_capped(&self.slot_path(name, s), cap)?)
     }
 
     fn download_dir(&self, name: &str, d: Digest) -> PathBuf {
@@ -240,7 +237,7 @@ impl UpdateDisk {
     pub fn write_head(&self, name: &str, d: Digest, head: &[u8]) -> std::io::Result<()> {
         let dir = self.download_dir(name, d);
         std::fs::create_dir_all(&dir)?;
-        write_atomic(&dir.join("head"), head)
+        Ok(write_atomic(&dir.join("head"), head)?)
     }
 
     /// Reads a persisted head.
@@ -258,7 +255,7 @@ impl UpdateDisk {
     ) -> std::io::Result<()> {
         let dir = self.download_dir(name, d);
         std::fs::create_dir_all(&dir)?;
-        write_atomic(&dir.join(index.to_string()), data)
+        Ok(write_atomic(&dir.join(index.to_string()), data)?)
     }
 
     /// Reads a persisted chunk.
@@ -323,33 +320,4 @@ impl UpdateDisk {
             })
             .unwrap_or_default()
     }
-}
-
-fn read_capped(p: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    let len = std::fs::metadata(p)?.len();
-    if len > cap {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} is {len} bytes, over the {cap} byte cap", p.display()),
-        ));
-    }
-    std::fs::read(p)
-}
-
-/// temp → fsync → rename → fsync(dir).
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -24,6 +24,7 @@
 //! - updating one model never unloads or pauses another.
 
 pub mod admit;
+pub mod config;
 pub mod disk;
 pub mod fetch;
 mod jobs;
@@ -47,10 +48,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{mono_ms, unix_now};
-use crate::config::{ModelsConfig, UpdateConfig};
 use crate::link::{Publish, UpdateInbound};
 use crate::models::{ActiveModel, ModelHandle};
 use admit::Admission;
+pub use config::{ModelsConfig, ModelsSection, UpdateConfig, UpdateSection};
 use disk::{Slot, UpdateDisk, UpdateState};
 use fetch::{FetchConfig, Fetcher};
 use jobs::{Job, JobDone};

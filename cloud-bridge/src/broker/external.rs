@@ -206,9 +206,11 @@ pub fn write_mosquitto(
             None => skipped.push(id),
         }
     }
-    write_secret(&p("passwd"), passwd.as_bytes()).map_err(io(&p("passwd")))?;
+    crate::fsutil::write_secret_atomic(&p("passwd"), passwd.as_bytes())
+        .map_err(io(&p("passwd")))?;
     let bridge_line = format!("{BRIDGE_ID}:{}\n", mosquitto_hash(&bridge_pw));
-    write_secret(&p("bridge.passwd"), bridge_line.as_bytes()).map_err(io(&p("bridge.passwd")))?;
+    crate::fsutil::write_secret_atomic(&p("bridge.passwd"), bridge_line.as_bytes())
+        .map_err(io(&p("bridge.passwd")))?;
     let write = |name: &str, text: &str| {
         crate::fsutil::write_atomic(&p(name), text.as_bytes()).map_err(io(&p(name)))
     };
@@ -225,7 +227,8 @@ pub fn write_mosquitto(
         let server = ca.issue_server(&opts.tls_names)?;
         write("ca.pem", ca.pem())?;
         write("server.pem", &server.cert_pem)?;
-        write_secret(&p("server.key"), server.key_pem.as_bytes()).map_err(io(&p("server.key")))?;
+        crate::fsutil::write_secret_atomic(&p("server.key"), server.key_pem.as_bytes())
+            .map_err(io(&p("server.key")))?;
         format!(
             "cafile {}\ncertfile {}\nkeyfile {}\n\
              # The client certificate (signed by the bridge's CA) is the credential; its CN\n\
@@ -270,15 +273,6 @@ pub fn write_mosquitto(
         devices,
         skipped,
     })
-}
-
-/// Replaces `path` with a 0600 file (temporary file, then rename: a broker reloading at
-/// that moment sees the old file or the new one).
-fn write_secret(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    crate::fsutil::write_secret_new(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -106,16 +106,16 @@ pub enum SpecFileError {
 
 /// Reads a file of at most [`MAX_SPEC_FILE`] bytes.
 pub fn read_capped(path: &Path) -> Result<Vec<u8>, SpecFileError> {
-    let io = |source| SpecFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if std::fs::metadata(path).map_err(io)?.len() > MAX_SPEC_FILE {
-        return Err(SpecFileError::TooLarge {
+    use outpost_protocol::fsio::{FsError, read_capped};
+    read_capped(path, MAX_SPEC_FILE).map_err(|e| match e {
+        FsError::TooLarge { .. } => SpecFileError::TooLarge {
             path: path.to_path_buf(),
-        });
-    }
-    std::fs::read(path).map_err(io)
+        },
+        e => SpecFileError::Io {
+            path: path.to_path_buf(),
+            source: e.into_io(),
+        },
+    })
 }
 
 impl SpecFile {

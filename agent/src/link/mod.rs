@@ -10,8 +10,11 @@
 //! is dropped, and the protocols above (chunk request timeouts, uplink end-to-end acks,
 //! state re-published at connect) recover on their own.
 
-use std::sync::Arc;
+pub mod config;
+pub mod status;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost_protocol::topics::{self, DeviceTopic};
@@ -24,8 +27,10 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::config::BrokerConfig;
 use crate::identity::DeviceIdentity;
+pub use config::{BrokerConfig, BrokerSection};
+pub use status::{Failure, FailureKind, LinkState};
+use status::{FailureLog, Verdict};
 
 /// An inbound message for the updater.
 #[derive(Debug)]
@@ -70,6 +75,8 @@ pub struct LinkStats {
     pub dropped_inbound: AtomicU64,
     /// Connection attempts that failed in TLS (a certificate the other side refused).
     pub tls_failures: AtomicU64,
+    /// Connection attempts the broker refused for the credentials or the client id.
+    pub auth_failures: AtomicU64,
 }
 
 /// What the updater needs from the link: a seam so the update loop is driven in tests by
@@ -94,6 +101,7 @@ pub struct LinkHandle {
     identity: Option<Arc<DeviceIdentity>>,
     /// Counters.
     pub stats: Arc<LinkStats>,
+    state: Arc<Mutex<LinkState>>,
 }
 
 /// Seals `payload` for `topic` when the device has an identity and the topic is one the
@@ -114,6 +122,11 @@ impl LinkHandle {
     /// A receiver that changes when the link goes up or down.
     pub fn watch_connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// The link's state: connected or not, the last failure and the next retry.
+    pub fn state(&self) -> LinkState {
+        lock(&self.state).clone()
     }
 
     /// This device's id.
@@ -287,6 +300,14 @@ pub fn start(
         device_id: device_id.into(),
         identity: identity.clone(),
         stats: Arc::new(LinkStats::default()),
+        state: Arc::new(Mutex::new(LinkState {
+            broker: cfg.url(),
+            connected: false,
+            failed_attempts: 0,
+            last_error: None,
+            last_error_at: None,
+            retry_in_ms: None,
+        })),
     };
     let task = run(
         device_id.to_owned(),
@@ -298,6 +319,7 @@ pub fn start(
         state,
         conn_tx,
         handle.stats.clone(),
+        handle.state.clone(),
         shutdown,
     );
     Ok((handle, task))
@@ -314,12 +336,13 @@ async fn run(
     mut state: watch::Receiver<Option<ReportedState>>,
     connected: watch::Sender<bool>,
     stats: Arc<LinkStats>,
+    link_state: Arc<Mutex<LinkState>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ever_connected = false;
-    // The last TLS failure logged, so a broker that keeps refusing us is one ERROR line
-    // per distinct reason, not one per retry.
-    let mut last_tls_error: Option<String> = None;
+    // A broker that keeps refusing us is one line per distinct reason, then ever rarer
+    // reminders, not one line per retry.
+    let mut failures = FailureLog::default();
     let id = identity.as_deref();
     let publish_state = |s: &Option<ReportedState>| {
         if let Some(s) = s {
@@ -341,7 +364,13 @@ async fn run(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
-                    last_tls_error = None;
+                    let failed = failures.on_connected();
+                    {
+                        let mut st = lock(&link_state);
+                        st.connected = true;
+                        st.failed_attempts = 0;
+                        st.retry_in_ms = None;
+                    }
                     if ever_connected {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
@@ -358,22 +387,38 @@ async fn run(
                     publish_state(&state.borrow_and_update());
                     let _ = connected.send(true);
                     let _ = routes.update.send(UpdateInbound::Connected).await;
-                    tracing::info!(device = %device_id, "link up");
+                    if failed > 0 {
+                        tracing::info!(device = %device_id, failed_attempts = failed, "link up");
+                    } else {
+                        tracing::info!(device = %device_id, "link up");
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => route(&device_id, p, &routes, &stats).await,
                 Ok(_) => {}
                 Err(e) => {
-                    if *connected.borrow() {
+                    let delay = backoff.next_delay();
+                    let failure = status::classify(&e, is_tls_failure(&e));
+                    let was_connected = *connected.borrow();
+                    if was_connected {
                         let _ = connected.send(false);
                         let _ = routes.update.send(UpdateInbound::Disconnected).await;
-                        tracing::warn!(device = %device_id, error = %e, "link down");
+                        tracing::warn!(device = %device_id, error = %e, "link down; reconnecting in {}", secs(delay));
                     } else {
                         stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        connect_failed(&device_id, &e, &mut last_tls_error, &stats);
+                        connect_failed(&device_id, &failure, failures.on_failure(&failure), delay, &stats);
+                    }
+                    {
+                        let mut st = lock(&link_state);
+                        st.connected = false;
+                        if !was_connected {
+                            st.failed_attempts = st.failed_attempts.saturating_add(1);
+                        }
+                        st.last_error = Some(failure);
+                        st.last_error_at = Some(crate::clock::unix_now());
+                        st.retry_in_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                     }
                     session = id.map_or(0, DeviceIdentity::next);
                     eventloop.mqtt_options.set_last_will(last_will(&device_id, id, session));
-                    let delay = backoff.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.changed() => break,
@@ -420,6 +465,22 @@ async fn run(
         .await;
     }
     let _ = connected.send(false);
+    lock(&link_state).connected = false;
+}
+
+/// Locks the link state, recovering from a poisoned lock (it holds plain values).
+fn lock(s: &Mutex<LinkState>) -> std::sync::MutexGuard<'_, LinkState> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A delay as an operator reads it: `250ms`, `4s`, `1m30s`.
+fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{}s", (ms + 500) / 1000),
+        _ => format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
 }
 
 /// Whether a connection error is TLS refusing a certificate (ours or the broker's), as
@@ -446,32 +507,55 @@ fn is_tls_failure(e: &ConnectionError) -> bool {
     false
 }
 
-/// Logs a failed connection attempt. An unreachable broker is routine on a gateway
-/// (debug); a TLS refusal never heals by retrying, so it is an ERROR naming the reason
-/// (unknown issuer, expired, wrong name, certificate required), once per distinct reason.
+/// Logs a failed connection attempt as [`status::FailureLog`] decides: a new reason at
+/// ERROR when it will not heal by retrying (credentials, certificates: the message says
+/// what to check) or WARN when it may (the broker away), with the delay before the next
+/// attempt; reminders of the same reason at WARN; the rest at DEBUG.
 fn connect_failed(
     device_id: &str,
-    e: &ConnectionError,
-    last_tls_error: &mut Option<String>,
+    f: &Failure,
+    verdict: Verdict,
+    delay: Duration,
     stats: &LinkStats,
 ) {
-    if !is_tls_failure(e) {
-        tracing::debug!(device = %device_id, error = %e, "connect failed");
-        return;
+    match f.kind {
+        FailureKind::Tls => stats.tls_failures.fetch_add(1, Ordering::Relaxed),
+        FailureKind::Auth => stats.auth_failures.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    let retry = secs(delay);
+    let reason = &f.reason;
+    match (verdict, f.kind) {
+        (Verdict::First, FailureKind::Tls) => tracing::error!(
+            device = %device_id,
+            error = %reason,
+            "TLS connection to the broker refused; check broker.ca_file (the broker's CA) and \
+             broker.client_cert/client_key (a certificate the broker trusts); retrying in {retry}"
+        ),
+        (Verdict::First, FailureKind::Auth) => tracing::error!(
+            device = %device_id,
+            error = %reason,
+            "the broker refused the device's login; check broker.username and \
+             broker.password_file (as issued by `outpost-bridge device add`) and the broker's \
+             ACL; retrying in {retry}"
+        ),
+        (Verdict::First, _) => tracing::warn!(
+            device = %device_id,
+            error = %reason,
+            "cannot connect to the broker; retrying in {retry}"
+        ),
+        (Verdict::StillFailing(n), _) => tracing::warn!(
+            device = %device_id,
+            error = %reason,
+            attempts = n,
+            "still cannot connect to the broker; retrying in {retry}"
+        ),
+        (Verdict::Quiet, _) => tracing::debug!(
+            device = %device_id,
+            error = %reason,
+            "connect failed again; retrying in {retry}"
+        ),
     }
-    stats.tls_failures.fetch_add(1, Ordering::Relaxed);
-    let reason = e.to_string();
-    if last_tls_error.as_deref() == Some(reason.as_str()) {
-        tracing::debug!(device = %device_id, error = %reason, "TLS connect failed again");
-        return;
-    }
-    tracing::error!(
-        device = %device_id,
-        error = %reason,
-        "TLS connection to the broker refused; check broker.ca_file (the broker's CA) and \
-         broker.client_cert/client_key (a certificate the broker trusts); retrying"
-    );
-    *last_tls_error = Some(reason);
 }
 
 async fn route(device_id: &str, p: rumqttc::Publish, routes: &Routes, stats: &LinkStats) {
