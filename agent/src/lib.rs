@@ -10,6 +10,17 @@
 //! | [`api`] | the local inference API (HTTP + Unix socket) |
 //! | [`sensors`] | ADXL345 driver, simulated ADXL345, vibration features |
 //! | [`pipeline`] | sensor → features → model → subscribers |
+//! | [`store`] | the offline store in SQLite: byte budget, priorities, counted evictions |
+//! | [`sync`] | sequenced, compressed uplink batches and their acks (machine + loop) |
+//! | [`capture`] | which samples are captured (rate, anomalies, low confidence) |
+//! | [`recorder`] | writes captures, telemetry and events into the store |
+//! | [`telemetry`] | periodic inference and system reports |
+//! | [`drift`] | on-device drift against the bundle's baseline (PSI, KS, output shift) |
+//! | [`metrics`] | `GET /metrics` on the local API |
+//! | [`clock`] | time sources: wall-clock seconds for the protocol, tokio's monotonic clock for timeouts |
+//! | [`settings`] | the config sections' shared error |
+//! | [`cli`] | argument parsing for the thin binary, error chains |
+//! | [`verify_cmd`] | `outpost-agent verify-bundle` |
 //! | [`runtime`] | starts and stops all of it |
 //! | [`status`] | `outpost-agent status`: link, models, store backlog |
 #![forbid(unsafe_code)]
