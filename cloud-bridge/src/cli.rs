@@ -50,7 +50,8 @@ cli_err!(
     crate::broker::tls::TlsError,
     crate::broker::external::ExternalError,
     crate::auth::AuthError,
-    crate::input::InputError
+    crate::input::InputError,
+    crate::keys::KeysError
 );
 
 /// The local data directory opened for commands.
@@ -63,6 +64,8 @@ pub struct Local {
     pub bundles: Arc<dyn BundleStore>,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// `--key FILE`: sign with this key file instead of the ring's recorded path.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Local {
@@ -73,12 +76,35 @@ impl Local {
             audit: Audit::new(data_dir),
             bundles: Arc::new(FsBundleStore::new(data_dir)?),
             data_dir: data_dir.to_path_buf(),
+            key_file: None,
         })
     }
 
-    /// The signing key (created on first use).
-    pub fn key(&self) -> Result<SigningKey, CliError> {
-        Ok(crate::server::signing_key(&self.data_dir)?)
+    /// Signs with `key_file` (`--key FILE`, which must be the active key) when given.
+    pub fn with_key(mut self, key_file: Option<PathBuf>) -> Self {
+        self.key_file = key_file;
+        self
+    }
+
+    /// The key ring (a first key is created on first use).
+    pub fn keyring(&self) -> Result<crate::keys::Keyring, CliError> {
+        Ok(crate::keys::Keyring::open(
+            &self.db.lock(),
+            &self.audit,
+            &self.data_dir,
+            self.key_file.as_deref(),
+        )?)
+    }
+
+    /// What the bridge signs with now: the active key and the rotation under way.
+    pub fn signer(&self) -> Result<Arc<crate::keys::Signer>, CliError> {
+        let ring = self.keyring()?;
+        Ok(ring.signer(&self.db.lock())?)
+    }
+
+    /// The active signing key.
+    pub fn key(&self) -> Result<Arc<SigningKey>, CliError> {
+        Ok(self.signer()?.shared())
     }
 
     /// A fleet handle without an MQTT connection.
@@ -91,7 +117,7 @@ impl Local {
             self.db.clone(),
             self.audit.clone(),
             events,
-            Arc::new(self.key()?),
+            self.keyring()?,
             self.bundles.clone(),
             out,
             Arc::new(Notify::new()),

@@ -179,15 +179,51 @@ struct ServeArgs {
     /// Sign and publish an audit checkpoint at most every N seconds (when the log grew).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     audit_checkpoint_secs: u64,
+    /// Sign with this private key file (kept outside the data directory); it must be the
+    /// active key (`keys show`).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum KeysCmd {
-    /// Generate an Ed25519 key pair: DIR/signing.key (0600) and DIR/{key_id}.pub.
+    /// Generate the bridge's first signing key: DATA_DIR/keys/signing.key (0600) and
+    /// {key_id}.pub, where `serve`, `model register` and `device add` look for it.
     Init {
-        /// Output directory.
+        /// Write the private key to DIR/signing.key instead (its path is recorded).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// List the signing keys: id, state (active / next / retired), times, devices that
+    /// trust each, path.
+    Show {
+        /// JSON output.
         #[arg(long)]
-        out: PathBuf,
+        json: bool,
+    },
+    /// Start a rotation: make the next key (DATA_DIR/keys/{key_id}.key, 0600) and send its
+    /// public half to every device in a directive signed by the active key.
+    Rotate {
+        /// Write the private key to DIR/{key_id}.key instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "status")]
+        out: Option<PathBuf>,
+        /// Only show how many devices trust the next key (as `keys show`).
+        #[arg(long)]
+        status: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish a rotation: sign with the next key and retire the active one (devices are
+    /// told to stop trusting it). Refused while any device does not trust the next key.
+    Activate {
+        /// Activate even though the devices named do not trust the next key (they can then
+        /// verify nothing until re-provisioned).
+        #[arg(long)]
+        force: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -205,9 +241,9 @@ struct PackArgs {
     /// Spec file (TOML): feature names, normalisation, task, self-tests (optional).
     #[arg(long)]
     spec: Option<PathBuf>,
-    /// Private signing key file.
-    #[arg(long)]
-    key: PathBuf,
+    /// Private signing key file (default: the data directory's active key).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Output bundle file.
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
@@ -335,6 +371,10 @@ struct RegisterArgs {
     /// Dataset SHA-256.
     #[arg(long)]
     dataset_sha256: Option<String>,
+    /// Sign with this private key file (kept outside the data directory); it must be the
+    /// active key.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -363,6 +403,10 @@ enum DeviceCmd {
         /// Connect with mutual TLS (the device certificate is the credential).
         #[arg(long)]
         tls: bool,
+        /// The bridge's key as a file kept outside the data directory (must be the active
+        /// key); trust/ gets it and, during a rotation, the next key.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -679,21 +723,10 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let who = actor(cli.actor.clone());
     match cli.cmd {
         Cmd::Serve(a) => serve(cli.data_dir, *a),
-        Cmd::Keys {
-            cmd: KeysCmd::Init { out },
-        } => {
-            let f = outpost_bridge::keys::init(&out).map_err(|e| CliError::from_err(&e))?;
-            println!(
-                "key {} written: private {} (0600), public {}",
-                f.key_id,
-                f.private.display(),
-                f.public.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Keys { cmd } => keys(cli.data_dir, who, cmd),
         Cmd::Bundle {
             cmd: BundleCmd::Pack(a),
-        } => pack(*a),
+        } => pack(cli.data_dir, *a),
         Cmd::Model { cmd } => model(cli.data_dir, who, cmd),
         Cmd::Device { cmd } => device(cli.data_dir, who, cmd),
         Cmd::BrokerConfig {
@@ -1045,6 +1078,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
     cfg.chunk_rate = a.chunk_rate;
     cfg.device_auth = !a.no_device_auth;
     cfg.audit_checkpoint = std::time::Duration::from_secs(a.audit_checkpoint_secs);
+    cfg.key_file = a.key;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -1065,7 +1099,80 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
+fn keys(data_dir: PathBuf, who: String, cmd: KeysCmd) -> Result<ExitCode, CliError> {
+    use outpost_bridge::keys::ring;
+    let l = Local::open(&data_dir)?;
+    let show = |l: &Local, json: bool| -> Result<(), CliError> {
+        let rows = ring::rows(&l.db.lock())?;
+        output(json, &rows, || ring::show_text(&rows));
+        Ok(())
+    };
+    match cmd {
+        KeysCmd::Init { out } => {
+            let f = ring::init(&l.db.lock(), &l.audit, &data_dir, out.as_deref(), &who)?;
+            println!(
+                "key {} written: private {} (0600), public {}",
+                f.key_id,
+                f.private.display(),
+                f.public.display()
+            );
+        }
+        KeysCmd::Show { json }
+        | KeysCmd::Rotate {
+            status: true, json, ..
+        } => show(&l, json)?,
+        KeysCmd::Rotate { out, json, .. } => {
+            let ring_ = l.keyring()?;
+            let now = outpost_bridge::db::now();
+            let r = ring::rotate(
+                &mut l.db.lock(),
+                &l.audit,
+                &ring_,
+                &data_dir,
+                out.as_deref(),
+                &who,
+                now,
+            )?;
+            output(json, &r, || {
+                format!(
+                    "next key {} written to {} (0600); its public half goes to {} devices in their next directive. `keys show` counts the devices that trust it; then `keys activate`",
+                    r.key_id,
+                    r.private.display(),
+                    r.devices
+                )
+            });
+        }
+        KeysCmd::Activate { force, json } => {
+            let ring_ = l.keyring()?;
+            let now = outpost_bridge::db::now();
+            let a = ring::activate(&mut l.db.lock(), &l.audit, &ring_, force, &who, now)?;
+            output(json, &a, || {
+                let mut s = format!(
+                    "key {} is active; key {} is retired and {} devices are told to stop trusting it",
+                    a.active, a.retired, a.devices
+                );
+                if !a.forced.is_empty() {
+                    s += &format!(
+                        "\nforced: these devices do not trust the new key and must be re-provisioned: {}",
+                        a.forced.join(", ")
+                    );
+                }
+                s
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pack(data_dir: PathBuf, a: PackArgs) -> Result<ExitCode, CliError> {
+    let key = match a.key {
+        Some(k) => k,
+        None => {
+            let l = Local::open(&data_dir)?;
+            l.keyring()?;
+            outpost_bridge::keys::ring::active_path(&l.db.lock())?
+        }
+    };
     let input = PackInput {
         name: a.name,
         version: a.version,
@@ -1084,7 +1191,7 @@ fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
         extra_files: Vec::new(),
     };
     let p =
-        packaging::pack_files(&a.model, a.spec.as_deref(), &a.key, &a.out, input).map_err(|e| {
+        packaging::pack_files(&a.model, a.spec.as_deref(), &key, &a.out, input).map_err(|e| {
             CliError(format!(
                 "packing {}: {}",
                 a.model.display(),
@@ -1121,6 +1228,7 @@ fn model(data_dir: PathBuf, who: String, cmd: ModelCmd) -> Result<ExitCode, CliE
     let l = Local::open(&data_dir)?;
     match cmd {
         ModelCmd::Register(a) => {
+            let l = l.with_key(a.key);
             let key = l.key()?;
             let req = RegisterRequest {
                 name: a.name,
@@ -1267,9 +1375,11 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
             out,
             broker_url,
             tls,
+            key,
             json,
         } => {
-            let key = l.key()?;
+            let l = l.with_key(key);
+            let trust = l.signer()?.device_trust();
             let out = out.unwrap_or_else(|| data_dir.join("provisioned").join(&id));
             let ca = outpost_bridge::broker::tls::Ca::load_or_create(&data_dir)
                 .map_err(|e| CliError(e.to_string()))?;
@@ -1285,7 +1395,7 @@ fn device(data_dir: PathBuf, who: String, cmd: DeviceCmd) -> Result<ExitCode, Cl
                 &tags,
                 &target,
                 broker_url.as_deref().unwrap_or(default_url),
-                &key.public_key(),
+                &trust,
                 &out,
                 &who,
                 outpost_bridge::devices::CertOptions {

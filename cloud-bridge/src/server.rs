@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::SigningKey;
-use outpost_protocol::keys::KeyError;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -70,6 +69,9 @@ pub struct ServeConfig {
     pub device_auth: bool,
     /// Most often the audit chain is checkpointed (only when it has grown).
     pub audit_checkpoint: Duration,
+    /// Sign with this private key file (`--key`, kept outside the data directory) instead
+    /// of the one recorded in the key ring; it must be the active key.
+    pub key_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -91,6 +93,7 @@ impl ServeConfig {
             gate: GateConfig::default(),
             device_auth: true,
             audit_checkpoint: Duration::from_secs(60),
+            key_file: None,
         }
     }
 }
@@ -102,8 +105,8 @@ pub enum ServeError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// Signing key.
-    #[error("signing key: {0}")]
-    Key(String),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeysError),
     /// Broker.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -123,15 +126,17 @@ pub enum ServeError {
     },
 }
 
-/// Loads the bridge's signing key, creating it on first use.
-pub fn signing_key(data_dir: &std::path::Path) -> Result<SigningKey, ServeError> {
-    let dir = data_dir.join("keys");
-    let path = dir.join(crate::keys::PRIVATE_KEY_FILE);
-    if !path.exists() {
-        crate::keys::init(&dir).map_err(|e| ServeError::Key(e.to_string()))?;
-        tracing::info!(dir = %dir.display(), "created the bundle signing key");
-    }
-    SigningKey::load(&path).map_err(|e: KeyError| ServeError::Key(e.to_string()))
+/// The data directory's active signing key, created on first use (see
+/// [`crate::keys::Keyring::open`]).
+///
+/// # Errors
+/// The database, or [`crate::keys::KeysError`] (a key file missing, open to others, not a
+/// key).
+pub fn signing_key(data_dir: &std::path::Path) -> Result<Arc<SigningKey>, ServeError> {
+    let db = Db::open(data_dir)?;
+    let c = db.lock();
+    let ring = crate::keys::Keyring::open(&c, &Audit::new(data_dir), data_dir, None)?;
+    Ok(ring.active(&c)?)
 }
 
 /// A running bridge.
@@ -148,8 +153,10 @@ pub struct Bridge {
     pub server: Arc<BundleServer>,
     /// Ingest counters.
     pub ingest: Arc<IngestStats>,
-    /// The signing key.
+    /// The signing key active when the bridge started (`keyring` has the current one).
     pub key: Arc<SigningKey>,
+    /// The key ring: what directives, bundles and checkpoints are signed with now.
+    pub keyring: crate::keys::Keyring,
     /// Broker address (host, port).
     pub broker: (String, u16),
     /// The embedded broker's TLS listener, if any.
@@ -181,10 +188,9 @@ impl Bridge {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        if let Err(e) = self
-            .audit
-            .checkpoint(&self.db.lock(), &self.key, &self.events)
-        {
+        let c = self.db.lock();
+        let key = self.keyring.active(&c).unwrap_or(self.key);
+        if let Err(e) = self.audit.checkpoint(&c, &key, &self.events) {
             tracing::error!(error = %e, "cannot checkpoint the audit trail at shutdown");
         }
     }
@@ -200,8 +206,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     // Registration checks chunk sizes against the limit the bridge serves with.
     crate::db::set_max_packet_bytes(&db.lock(), cfg.gate.max_packet_bytes)
         .map_err(|e| ServeError::Db(e.into()))?;
-    let key = Arc::new(signing_key(&cfg.data_dir)?);
     let audit = Audit::new(&cfg.data_dir);
+    let keyring =
+        crate::keys::Keyring::open(&db.lock(), &audit, &cfg.data_dir, cfg.key_file.as_deref())?;
+    let key = keyring.active(&db.lock())?;
     let bundles: Arc<dyn BundleStore> = Arc::new(FsBundleStore::new(&cfg.data_dir).map_err(
         |source| ServeError::Io {
             what: "bundle directory".into(),
@@ -281,7 +289,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         db.clone(),
         audit.clone(),
         events.clone(),
-        key.clone(),
+        keyring.clone(),
         bundles.clone(),
         out_tx.clone(),
         state_changed.clone(),
@@ -333,7 +341,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     tasks.push(tokio::spawn(crate::audit::run_checkpoints(
         db.clone(),
         audit.clone(),
-        key.clone(),
+        keyring.clone(),
         events.clone(),
         cfg.audit_checkpoint,
         shutdown_rx.clone(),
@@ -359,7 +367,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
             audit: audit.clone(),
             events: events.clone(),
             bundles: bundles.clone(),
-            public_key: key.public_key(),
+            keys: keyring.clone(),
             device_broker_url: cfg.device_broker_url.clone().unwrap_or(device_url),
             data_dir: cfg.data_dir.clone(),
             fleet: fleet.clone(),
@@ -396,6 +404,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         server,
         ingest: ingest_stats,
         key,
+        keyring,
         broker: (conn.host, conn.port),
         broker_tls,
         gate: gate_stats,

@@ -275,6 +275,11 @@ pub async fn add_device(
     let out = st.data_dir.join("provisioned").join(&req.id);
     let ca = crate::broker::tls::Ca::load_or_create(&st.data_dir).map_err(ApiError::internal)?;
     let c = st.db.lock();
+    let trust_keys = st
+        .keys
+        .signer(&c)
+        .map_err(ApiError::internal)?
+        .device_trust();
     let p = crate::devices::add_with(
         &c,
         &st.audit,
@@ -282,7 +287,7 @@ pub async fn add_device(
         &tags,
         &target,
         &st.device_broker_url,
-        &st.public_key,
+        &trust_keys,
         &out,
         &actor,
         crate::devices::CertOptions {
@@ -299,14 +304,17 @@ pub async fn add_device(
         e => ApiError::internal(e),
     })?;
     let agent_toml = std::fs::read_to_string(out.join("agent.toml")).map_err(ApiError::internal)?;
-    let trust = st.public_key.to_file_contents();
+    let trust: serde_json::Map<String, serde_json::Value> = trust_keys
+        .iter()
+        .map(|k| (format!("{}.pub", k.id()), k.to_file_contents().into()))
+        .collect();
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
             "id": p.id,
             "agent_toml": agent_toml,
             "password": p.password,
-            "trust": { format!("{}.pub", st.public_key.id()): trust },
+            "trust": trust,
             "client_cert": std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_CERT_FILE)).map_err(ApiError::internal)?,
             "client_key": std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_KEY_FILE)).map_err(ApiError::internal)?,
             "ca": ca.pem(),

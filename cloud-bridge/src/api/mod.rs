@@ -45,8 +45,8 @@ pub struct ApiState {
     pub events: EventBus,
     /// Bundles.
     pub bundles: Arc<dyn BundleStore>,
-    /// The signing key's public half (handed to provisioned devices).
-    pub public_key: outpost_protocol::PublicKey,
+    /// The key ring: a provisioned device trusts its active key and the next one.
+    pub keys: crate::keys::Keyring,
     /// Broker URL written into provisioned devices' configs.
     pub device_broker_url: String,
     /// Where provisioning files go.
