@@ -131,8 +131,11 @@ impl Signer {
 #[derive(Clone)]
 pub struct Keyring {
     pinned: Option<Arc<SigningKey>>,
-    cache: Arc<Mutex<Option<(i64, Arc<Signer>)>>>,
+    cache: Arc<Mutex<Option<Cached>>>,
 }
+
+/// The ring's generation when it was loaded, and the signer loaded.
+type Cached = (i64, Arc<Signer>);
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
