@@ -166,6 +166,7 @@ pub async fn start(
         cfg: cfg.update.clone(),
         budget: cfg.models,
         trust,
+        trust_dir: Some(cfg.trust_dir.clone()),
         disk,
         models: models.clone(),
         report: report_tx,

@@ -210,6 +210,7 @@ fn reported() -> ReportedState {
         last_error: None,
         budget: BudgetState::default(),
         tags: [("link".to_owned(), "mqtts".to_owned())].into(),
+        trusted_keys: Vec::new(),
     }
 }
 

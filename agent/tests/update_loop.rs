@@ -108,6 +108,7 @@ fn start(
         cfg: update_cfg(),
         budget,
         trust: TrustStore::load_dir(&trust).unwrap(),
+        trust_dir: Some(trust.clone()),
         disk: UpdateDisk::open(&data).unwrap(),
         models: models.clone(),
         report,

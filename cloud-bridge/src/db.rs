@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS desired_models (
     deployment TEXT NOT NULL, set_at INTEGER NOT NULL, PRIMARY KEY (device, model));
 CREATE INDEX IF NOT EXISTS desired_models_digest ON desired_models (model, digest);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    key_id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('active', 'next', 'retired')),
+    public_key TEXT NOT NULL, path TEXT NOT NULL, created_at INTEGER NOT NULL,
+    activated_at INTEGER, retired_at INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS signing_keys_one_active_one_next ON signing_keys (state)
+    WHERE state IN ('active', 'next');
 ";
 
 /// Database errors.

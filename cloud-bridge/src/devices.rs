@@ -1,7 +1,8 @@
 //! Devices: provisioning, credentials, tags, reported state and presence.
 //!
 //! `add` issues a device's files: `agent.toml` (device id, broker, credentials), a
-//! `password` file (0600) and `trust/{key_id}.pub`, and with the bridge's CA a client
+//! `password` file (0600) and `trust/{key_id}.pub` for the bridge's active signing key
+//! (and the next one during a rotation), and with the bridge's CA a client
 //! certificate (`client.pem`, `client.key` 0600, `ca.pem`; CN = device id). Only a salted
 //! SHA-256 of the password is kept here, plus the `$7$` hash mosquitto needs for its
 //! password file (`crate::broker::external`). Devices that connect without being provisioned (an open broker) are
@@ -206,7 +207,7 @@ pub fn add(
         tags,
         target,
         broker_url,
-        trust_key,
+        std::slice::from_ref(trust_key),
         out,
         actor,
         CertOptions::default(),
@@ -214,7 +215,9 @@ pub fn add(
 }
 
 /// Provisions a device and writes its files into `out`, with a client certificate
-/// when `certs.ca` is given.
+/// when `certs.ca` is given. `trust_keys` become `trust/{key_id}.pub`: the bridge's active
+/// signing key and, during a rotation, the next one
+/// ([`crate::keys::Signer::device_trust`]).
 #[allow(clippy::too_many_arguments)]
 pub fn add_with(
     c: &Connection,
@@ -223,7 +226,7 @@ pub fn add_with(
     tags: &[String],
     target: &str,
     broker_url: &str,
-    trust_key: &PublicKey,
+    trust_keys: &[PublicKey],
     out: &Path,
     actor: &str,
     certs: CertOptions<'_>,
@@ -256,8 +259,10 @@ pub fn add_with(
     let pw_path = out.join("password");
     let _ = std::fs::remove_file(&pw_path);
     crate::fsutil::write_secret_new(&pw_path, password.as_bytes()).map_err(io(pw_path.clone()))?;
-    let key_path = out.join("trust").join(format!("{}.pub", trust_key.id()));
-    std::fs::write(&key_path, trust_key.to_file_contents()).map_err(io(key_path.clone()))?;
+    for k in trust_keys {
+        let key_path = out.join("trust").join(format!("{}.pub", k.id()));
+        std::fs::write(&key_path, k.to_file_contents()).map_err(io(key_path.clone()))?;
+    }
     // The device's own key: it seals every message the device publishes; the bridge keeps
     // only the public half.
     let device_key = write_device_key(out)?;
@@ -324,7 +329,8 @@ pub fn add_with(
         "device.add",
         id,
         "",
-        &serde_json::json!({"target": target, "tags": tags, "certificate": certificate, "key_id": device_key.id().as_str()}),
+        &serde_json::json!({"target": target, "tags": tags, "certificate": certificate, "key_id": device_key.id().as_str(),
+            "trust": trust_keys.iter().map(|k| k.id().as_str()).collect::<Vec<_>>()}),
     )?;
     Ok(Provisioned {
         id: id.into(),

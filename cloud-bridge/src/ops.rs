@@ -21,6 +21,7 @@ use crate::db::{Db, DbError};
 use crate::devices::{CertOptions, DeviceError, Placement, Provisioned};
 use crate::events::{EventBus, NewEvent};
 use crate::fleet::FleetHandle;
+use crate::keys::{Keyring, Signer};
 use crate::mqtt::MqttOut;
 use crate::profile::ValidationProfile;
 use crate::registry::{ModelRecord, RegisterRequest, RegistryError};
@@ -39,9 +40,9 @@ pub enum OpsError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The signing key.
-    #[error("signing key: {0}")]
-    Key(String),
+    /// The signing keys.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeysError),
 }
 
 /// What every face of the bridge acts on. Cheap to clone (shared handles).
@@ -59,9 +60,11 @@ pub struct Ops {
     pub data_dir: PathBuf,
     out: MqttOut,
     wake: Arc<Notify>,
-    // Loaded on first use: commands that never sign (listings, audit) must not create a
+    /// `--key FILE`: sign with this private key file (it must be the active key).
+    key_file: Option<PathBuf>,
+    // Opened on first use: commands that never sign (listings, audit) must not create a
     // key, or a later `keys init` would find one it did not write.
-    key: Arc<Mutex<Option<Arc<SigningKey>>>>,
+    keyring: Arc<Mutex<Option<Keyring>>>,
 }
 
 impl Ops {
@@ -103,22 +106,46 @@ impl Ops {
             data_dir: data_dir.to_path_buf(),
             out,
             wake,
-            key: Arc::default(),
+            key_file: None,
+            keyring: Arc::default(),
         })
     }
 
-    /// The bundle and directive signing key (`DATA_DIR/keys/signing.key`, created on first
-    /// use).
-    pub fn key(&self) -> Result<Arc<SigningKey>, OpsError> {
-        let mut k = self.key.lock().unwrap_or_else(|p| p.into_inner());
+    /// Signs with `key_file` (`--key FILE`, kept outside the data directory; it must be
+    /// the active key) instead of the key ring's recorded path.
+    pub fn with_key_file(mut self, key_file: Option<PathBuf>) -> Self {
+        self.key_file = key_file;
+        self.keyring = Arc::default();
+        self
+    }
+
+    /// The key ring (see [`crate::keys::Keyring`]); a first key is created on first use.
+    pub fn keyring(&self) -> Result<Keyring, OpsError> {
+        let mut k = self.keyring.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = k.as_ref() {
             return Ok(k.clone());
         }
-        let loaded = Arc::new(
-            crate::server::signing_key(&self.data_dir).map_err(|e| OpsError::Key(e.to_string()))?,
-        );
-        *k = Some(loaded.clone());
-        Ok(loaded)
+        let ring = Keyring::open(
+            &self.db.lock(),
+            &self.audit,
+            &self.data_dir,
+            self.key_file.as_deref(),
+        )?;
+        *k = Some(ring.clone());
+        Ok(ring)
+    }
+
+    /// What the bridge signs with now: the active key and the rotation under way (read
+    /// from the database each time, so a running bridge follows `keys activate`).
+    pub fn signer(&self) -> Result<Arc<Signer>, OpsError> {
+        let ring = self.keyring()?;
+        Ok(ring.signer(&self.db.lock())?)
+    }
+
+    /// The active signing key (bundles, directives, audit checkpoints).
+    pub fn key(&self) -> Result<Arc<SigningKey>, OpsError> {
+        let ring = self.keyring()?;
+        Ok(ring.active(&self.db.lock())?)
     }
 
     /// A handle on the rollout engine over this context.
@@ -127,7 +154,7 @@ impl Ops {
             self.db.clone(),
             self.audit.clone(),
             self.events.clone(),
-            self.key()?,
+            self.keyring()?,
             self.bundles.clone(),
             self.out.clone(),
             self.wake.clone(),
@@ -186,7 +213,10 @@ impl Ops {
     /// # Errors
     /// [`DeviceError`] for a bad or taken id, bad tags, or a file that cannot be written.
     pub fn add_device(&self, req: AddDevice<'_>, actor: &str) -> Result<Provisioned, DeviceError> {
-        let key = self.key().map_err(|e| DeviceError::Key(e.to_string()))?;
+        let trust = self
+            .signer()
+            .map_err(|e| DeviceError::Key(e.to_string()))?
+            .device_trust();
         let out = req
             .out
             .clone()
@@ -220,7 +250,7 @@ impl Ops {
             req.tags,
             req.target,
             req.broker_url,
-            &key.public_key(),
+            &trust,
             &out,
             actor,
             CertOptions {

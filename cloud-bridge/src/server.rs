@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::SigningKey;
-use outpost_protocol::keys::KeyError;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -69,6 +68,9 @@ pub struct ServeConfig {
     pub device_auth: bool,
     /// Most often the audit chain is checkpointed (only when it has grown).
     pub audit_checkpoint: Duration,
+    /// Sign with this private key file (`--key`, kept outside the data directory) instead
+    /// of the one recorded in the key ring; it must be the active key.
+    pub key_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -90,6 +92,7 @@ impl ServeConfig {
             gate: GateConfig::default(),
             device_auth: true,
             audit_checkpoint: Duration::from_secs(60),
+            key_file: None,
         }
     }
 }
@@ -101,8 +104,11 @@ pub enum ServeError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// Signing key.
-    #[error("signing key: {0}")]
-    Key(String),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeysError),
+    /// The operations context.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
     /// Broker.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -152,15 +158,17 @@ impl RunInfo {
     }
 }
 
-/// Loads the bridge's signing key, creating it on first use.
-pub fn signing_key(data_dir: &std::path::Path) -> Result<SigningKey, ServeError> {
-    let dir = data_dir.join("keys");
-    let path = dir.join(crate::keys::PRIVATE_KEY_FILE);
-    if !path.exists() {
-        crate::keys::init(&dir).map_err(|e| ServeError::Key(e.to_string()))?;
-        tracing::info!(dir = %dir.display(), "created the bundle signing key");
-    }
-    SigningKey::load(&path).map_err(|e: KeyError| ServeError::Key(e.to_string()))
+/// The data directory's active signing key, created on first use (see
+/// [`crate::keys::Keyring::open`]).
+///
+/// # Errors
+/// The database, or [`crate::keys::KeysError`] (a key file missing, open to others, not a
+/// key).
+pub fn signing_key(data_dir: &std::path::Path) -> Result<Arc<SigningKey>, ServeError> {
+    let db = Db::open(data_dir)?;
+    let c = db.lock();
+    let ring = crate::keys::Keyring::open(&c, &crate::audit::Audit::new(data_dir), data_dir, None)?;
+    Ok(ring.active(&c)?)
 }
 
 /// A running bridge: its operations context (through `Deref`, so `bridge.db` is
@@ -172,8 +180,10 @@ pub struct Bridge {
     pub server: Arc<BundleServer>,
     /// Ingest counters.
     pub ingest: Arc<IngestStats>,
-    /// The signing key.
+    /// The signing key active when the bridge started (`keyring` has the current one).
     pub key: Arc<SigningKey>,
+    /// The key ring: what directives, bundles and checkpoints are signed with now.
+    pub keyring: crate::keys::Keyring,
     /// Broker address (host, port).
     pub broker: (String, u16),
     /// The embedded broker's TLS listener, if any.
@@ -212,10 +222,13 @@ impl Bridge {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        let (ops, key) = (self.ops.clone(), self.key.clone());
+        let (ops, keyring, key) = (self.ops.clone(), self.keyring.clone(), self.key.clone());
         let done = ops
             .db
-            .run(move |c| ops.audit.checkpoint(c, &key, &ops.events))
+            .run(move |c| {
+                let key = keyring.active(c).unwrap_or(key);
+                ops.audit.checkpoint(c, &key, &ops.events)
+            })
             .await;
         if let Err(e) = done
             .map_err(|e| e.to_string())
@@ -301,8 +314,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         out_tx.clone(),
         state_changed.clone(),
     )
-    .map_err(|e| ServeError::Key(e.to_string()))?;
-    let key = ops.key().map_err(|e| ServeError::Key(e.to_string()))?;
+    ?
+    .with_key_file(cfg.key_file.clone());
+    let keyring = ops.keyring()?;
+    let key = ops.key()?;
     let (audit, bundles) = (ops.audit.clone(), ops.bundles.clone());
     for url in &cfg.webhooks {
         events
@@ -317,7 +332,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     ));
     let ingest_stats = Arc::new(IngestStats::default());
     let (ingest_tx, ingest_rx) = mpsc::channel(4096);
-    let fleet = ops.fleet().map_err(|e| ServeError::Key(e.to_string()))?;
+    let fleet = ops.fleet()?;
 
     let mut tasks = gate_tasks;
     tasks.push(tokio::spawn(ingest::run(
@@ -369,7 +384,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
     tasks.push(tokio::spawn(crate::audit::run_checkpoints(
         db.clone(),
         audit.clone(),
-        key.clone(),
+        keyring.clone(),
         events.clone(),
         cfg.audit_checkpoint,
         shutdown_rx.clone(),
@@ -392,7 +407,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         http_addr = l.local_addr().ok();
         let st = ApiState {
             ops: ops.clone(),
-            public_key: key.public_key(),
             device_broker_url: cfg.device_broker_url.clone().unwrap_or(device_url),
             fleet: fleet.clone(),
             counters: Some((server.clone(), ingest_stats.clone())),
@@ -437,6 +451,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         server,
         ingest: ingest_stats,
         key,
+        keyring,
         broker: (conn.host, conn.port),
         broker_tls,
         gate: gate_stats,

@@ -53,7 +53,7 @@ impl Fleet {
                 &[],
                 "x86_64-unknown-linux-gnu",
                 "mqtts://127.0.0.1:8883",
-                &key.public_key(),
+                &[key.public_key()],
                 &dir.path().join(id),
                 "test",
                 CertOptions {

@@ -222,7 +222,7 @@ fn engine(
         db.clone(),
         Audit::new(data),
         EventBus::new(db.clone(), None),
-        key.clone(),
+        outpost_bridge::keys::Keyring::fixed(key.clone()),
         bundles.clone(),
         tx,
         Arc::new(Notify::new()),
@@ -347,6 +347,7 @@ impl World {
             last_error: None,
             budget: BudgetState::default(),
             tags: BTreeMap::new(),
+            trusted_keys: Vec::new(),
         };
         outpost_bridge::devices::on_state(&self.db.lock(), &self.audit, &s, None).unwrap();
     }

@@ -21,6 +21,7 @@ use crate::Digest;
 use crate::keys::{KeyId, SIGNATURE_LEN, SigningKey, TrustStore};
 use crate::limits::Limits;
 use crate::manifest::{ModelRef, valid_name};
+use crate::rotation::{TrustChanges, TrustUpdate};
 
 use crate::topics::valid_device_id;
 
@@ -78,6 +79,10 @@ pub struct Directive {
     pub expires_at: u64,
     /// Every model the device should run (any other is unloaded), by name.
     pub models: Vec<ModelTarget>,
+    /// Signing-key rotation: bridge keys to start and stop trusting (optional; agents
+    /// that predate it ignore it). See [`crate::rotation`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustUpdate>,
 }
 
 impl Directive {
@@ -193,6 +198,7 @@ impl DirectiveError {
 pub struct VerifiedDirective {
     directive: Directive,
     key_id: KeyId,
+    trust: TrustChanges,
 }
 
 impl VerifiedDirective {
@@ -209,6 +215,13 @@ impl VerifiedDirective {
     /// Shorthand for the sequence.
     pub fn sequence(&self) -> u64 {
         self.directive.sequence
+    }
+
+    /// The trust changes it carries, checked (caps, each key's id derived from the key,
+    /// never the signing key removed). This is the only way to obtain keys from a
+    /// directive, so only a directive signed by an already-trusted key can add trust.
+    pub fn trust_changes(&self) -> &TrustChanges {
+        &self.trust
     }
 }
 
@@ -296,6 +309,10 @@ pub fn verify(
             )));
         }
     }
+    let trust = match &d.trust {
+        Some(t) => t.check(&key_id).map_err(DirectiveError::Invalid)?,
+        None => TrustChanges::default(),
+    };
     if d.expires_at <= d.issued_at {
         return Err(DirectiveError::Invalid(
             "expires_at is not after issued_at".into(),
@@ -333,6 +350,7 @@ pub fn verify(
     Ok(VerifiedDirective {
         directive: d,
         key_id,
+        trust,
     })
 }
 

@@ -245,6 +245,11 @@ impl PublicKey {
         &self.id
     }
 
+    /// The raw 32-byte Ed25519 public key.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     /// Checks `signature` over `domain || message`.
     pub fn verify(&self, domain: &[u8], message: &[u8], signature: &[u8]) -> bool {
         let mut m = Vec::with_capacity(domain.len() + message.len());

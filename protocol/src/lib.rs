@@ -51,6 +51,7 @@ pub mod limits;
 pub mod manifest;
 pub mod oip;
 pub mod records;
+pub mod rotation;
 pub mod serve;
 pub mod tensor;
 pub mod time;

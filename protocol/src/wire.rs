@@ -222,6 +222,11 @@ pub struct ReportedState {
     /// Device tags (hardware target etc.).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Ids of the bridge signing keys the device trusts now (its trust directory, after
+    /// any rotation a directive carried). The bridge's `keys activate` waits until every
+    /// device lists the next key. Empty from agents that predate key rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<crate::KeyId>,
 }
 
 impl ReportedState {

@@ -59,6 +59,7 @@ fn directive(sequence: u64) -> Directive {
             memory_bytes: Some(4_202_496),
             deployment_id: "dep-7".into(),
         }],
+        trust: None,
     }
 }
 
@@ -98,6 +99,7 @@ fn state() -> ReportedState {
             disk_used: 15_158,
         },
         tags: [("site".to_owned(), "plant-a".to_owned())].into(),
+        trusted_keys: Vec::new(),
     }
 }
 
@@ -176,6 +178,21 @@ fn seeds() -> Vec<Seed> {
     let mut body = vec![1];
     body.extend(serde_json::to_vec(&directive(fixture::LAST_SEQUENCE + 2)).unwrap());
     v.push(seed("directive", "body", body));
+    // A key rotation under way: the next key to trust and a retired key to drop.
+    let mut rotation = vec![1];
+    let mut d = directive(fixture::LAST_SEQUENCE + 3);
+    d.trust = Some(outpost_protocol::rotation::TrustUpdate {
+        add: vec![outpost_protocol::rotation::TrustedKey::of(
+            &outpost_protocol::PublicKey::from_bytes([7; 32]),
+        )],
+        remove: vec![
+            outpost_protocol::PublicKey::from_bytes([9; 32])
+                .id()
+                .clone(),
+        ],
+    });
+    rotation.extend(serde_json::to_vec(&d).unwrap());
+    v.push(seed("directive", "rotation", rotation));
 
     let telemetry = serde_json::json!({"kind": "inference",
         "model": {"name": "vibration-anomaly", "version": 3},

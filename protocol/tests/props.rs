@@ -10,9 +10,10 @@ use outpost_protocol::directive::{
     self, DIRECTIVE_FORMAT, Directive, DirectiveContext, ModelTarget,
 };
 use outpost_protocol::manifest::ModelRef;
+use outpost_protocol::rotation::{MAX_TRUST_ADD, MAX_TRUST_REMOVE, TrustUpdate, TrustedKey};
 use outpost_protocol::uplink::{Record, UplinkBatch};
 use outpost_protocol::wire::{ChunkFrame, ChunkRequest, PartKind};
-use outpost_protocol::{Digest, Limits, SigningKey, TrustStore};
+use outpost_protocol::{Digest, KeyId, Limits, PublicKey, SigningKey, TrustStore};
 use proptest::prelude::*;
 
 use common::*;
@@ -140,16 +141,54 @@ proptest! {
 
     #[test]
     fn directives_round_trip(seq in 1u64..u64::MAX, dep in "[a-z0-9-]{1,20}", dev in "[A-Za-z0-9._-]{1,64}",
-                             version in 1u32..1000, d in any::<[u8; 32]>()) {
+                             version in 1u32..1000, d in any::<[u8; 32]>(),
+                             add in prop::collection::vec(any::<[u8; 32]>(), 0..=MAX_TRUST_ADD),
+                             remove in prop::collection::vec("[0-9a-f]{16}", 0..=MAX_TRUST_REMOVE)) {
         let (key, _, trust) = fixture();
+        let mut add: Vec<PublicKey> = add.into_iter().map(PublicKey::from_bytes).collect();
+        add.dedup_by(|a, b| a.id() == b.id());
+        let mut remove: Vec<KeyId> = remove.iter().filter_map(|r| KeyId::parse(r)).collect();
+        remove.sort();
+        remove.dedup();
+        remove.retain(|r| r != key.id() && !add.iter().any(|a| a.id() == r));
+        let update = TrustUpdate { add: add.iter().map(TrustedKey::of).collect(), remove: remove.clone() };
         let dir = Directive {
             format: DIRECTIVE_FORMAT, device_id: dev.clone(), sequence: seq,
             issued_at: 10, expires_at: 20,
             models: vec![ModelTarget { name: "m".into(), digest: Digest(d), version, head_size: 1, size: 2, memory_bytes: None, deployment_id: dep }],
+            trust: (!update.is_empty()).then_some(update),
         };
         let ctx = DirectiveContext { device_id: &dev, last_sequence: Some(seq - 1), now: 15, max_skew: 0 };
         let v = directive::verify(&dir.sign(key), trust, ctx, &Limits::default()).unwrap();
         prop_assert_eq!(v.directive(), &dir);
+        prop_assert_eq!(v.trust_changes().add(), &add[..]);
+        prop_assert_eq!(v.trust_changes().remove(), &remove[..]);
+    }
+
+    /// Trust only ever comes out of a directive whose signature verified with a key the
+    /// device already trusts: the same body signed by any other key, or with a flipped
+    /// signature byte, yields an error and no keys.
+    #[test]
+    fn an_unverified_directive_cannot_add_trust(flip in 0usize..64, mask in 1u8..=255) {
+        let (key, _, trust) = fixture();
+        let stranger = SigningKey::generate().unwrap();
+        let dir = Directive {
+            format: DIRECTIVE_FORMAT, device_id: "gw-1".into(), sequence: 2,
+            issued_at: 10, expires_at: 20, models: vec![],
+            trust: Some(TrustUpdate { add: vec![TrustedKey::of(&stranger.public_key())], remove: vec![] }),
+        };
+        let ctx = DirectiveContext { device_id: "gw-1", last_sequence: Some(1), now: 15, max_skew: 0 };
+        let limits = Limits::default();
+        prop_assert!(directive::verify(&dir.sign(&stranger), trust, ctx, &limits).is_err());
+        let mut env: serde_json::Value = serde_json::from_slice(&dir.sign(key)).unwrap();
+        let mut sig = hex::decode(env["signature"].as_str().unwrap()).unwrap();
+        sig[flip] ^= mask;
+        env["signature"] = hex::encode(sig).into();
+        let forged = serde_json::to_vec(&env).unwrap();
+        prop_assert!(matches!(
+            directive::verify(&forged, trust, ctx, &limits),
+            Err(directive::DirectiveError::BadSignature(_))
+        ));
     }
 }
 

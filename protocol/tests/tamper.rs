@@ -308,6 +308,7 @@ fn directive(seq: u64, device: &str, expires_at: u64) -> Directive {
             memory_bytes: None,
             deployment_id: "dep-1".into(),
         }],
+        trust: None,
     }
 }
 

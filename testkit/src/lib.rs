@@ -146,6 +146,7 @@ pub fn directive_at(
         issued_at,
         expires_at,
         models: models.to_vec(),
+        trust: None,
     }
     .sign(key)
 }

@@ -127,6 +127,12 @@ impl Fetcher {
         }
     }
 
+    /// Replaces the keys heads are verified with (a directive rotated the bridge's key):
+    /// the next head received is checked against the new set.
+    pub fn set_trust(&mut self, trust: TrustStore) {
+        self.trust = trust;
+    }
+
     /// Counters.
     pub fn stats(&self) -> FetchStats {
         self.stats

@@ -70,6 +70,7 @@ fn fixture(key: &SigningKey) -> (ServedBundle, ModelTarget, TrustStore) {
             memory_bytes: None,
             deployment_id: "dep".into(),
         }],
+        trust: None,
     };
     let ctx = DirectiveContext {
         device_id: "dev",

@@ -31,6 +31,7 @@ mod jobs;
 pub mod lifecycle;
 pub mod probation;
 mod report;
+pub mod trust;
 
 #[cfg(test)]
 mod lifecycle_tests;
@@ -75,8 +76,11 @@ pub struct UpdaterParts {
     pub cfg: UpdateConfig,
     /// Memory and disk budgets for the model set.
     pub budget: ModelsConfig,
-    /// Trusted keys.
+    /// Trusted keys (loaded from `trust_dir`).
     pub trust: TrustStore,
+    /// The trust directory, which directives may change (key rotation); `None` keeps such
+    /// changes in memory only.
+    pub trust_dir: Option<std::path::PathBuf>,
     /// On-disk state.
     pub disk: UpdateDisk,
     /// Where the active models live.
@@ -119,6 +123,9 @@ pub struct Updater {
     last_error: Option<String>,
     dirty: bool,
     disk_used: u64,
+    /// Keys a directive retired: only for reloading slots installed while they were
+    /// trusted (see [`trust`]).
+    retired: TrustStore,
 }
 
 impl Updater {
@@ -151,6 +158,11 @@ impl Updater {
             last_error: None,
             dirty: true,
             disk_used: 0,
+            retired: p
+                .trust_dir
+                .as_deref()
+                .map(trust::load_retired)
+                .unwrap_or_default(),
             p,
         };
         if let Some(e) = load_err {
@@ -183,7 +195,8 @@ impl Updater {
             return Vec::new();
         };
         let expect = |s: Slot| l.slot(s).map(|m| m.bundle);
-        match jobs::load_slot(&self.p.disk, &self.p.trust, name, a, expect(a)) {
+        let bundle_trust = self.bundle_trust();
+        match jobs::load_slot(&self.p.disk, &bundle_trust, name, a, expect(a)) {
             Ok(m) => {
                 self.p.models.insert(m);
                 Vec::new()
@@ -191,7 +204,7 @@ impl Updater {
             Err(e) => {
                 tracing::error!(model = %name, slot = ?a, error = %e, "active slot unusable");
                 let other = expect(a.other()).and_then(|d| {
-                    jobs::load_slot(&self.p.disk, &self.p.trust, name, a.other(), Some(d)).ok()
+                    jobs::load_slot(&self.p.disk, &bundle_trust, name, a.other(), Some(d)).ok()
                 });
                 let loaded = other.is_some();
                 if let Some(m) = other {
@@ -312,6 +325,9 @@ impl Updater {
         };
         let d = vd.directive();
         tracing::info!(device = %self.p.device_id, seq = d.sequence, models = d.models.len(), "directive accepted");
+        // Trust first: applying it is idempotent, so a crash before the sequence is saved
+        // only means the (retained) directive applies it again.
+        self.apply_trust(&vd);
         // Persist the sequence before acting: a crash from here on can never accept this
         // directive (or an older one) again.
         self.state.last_sequence = Some(d.sequence);
@@ -322,6 +338,52 @@ impl Updater {
         for (name, acts) in admit::dispatch(&mut self.state.models, d) {
             self.run_actions(&name, acts, None);
         }
+    }
+
+    /// Applies the key rotation a verified directive carries to the trust directory and to
+    /// every download in progress.
+    fn apply_trust(&mut self, vd: &outpost_protocol::directive::VerifiedDirective) {
+        let changes = vd.trust_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let (done, errors) = trust::apply(
+            self.p.trust_dir.as_deref(),
+            &mut self.p.trust,
+            &mut self.retired,
+            changes,
+        );
+        for e in &errors {
+            tracing::warn!(device = %self.p.device_id, error = %e, "trust change not applied");
+        }
+        if let Some(e) = errors.first() {
+            self.last_error = Some(e.to_string());
+        }
+        if done.is_empty() {
+            return;
+        }
+        tracing::info!(device = %self.p.device_id, added = ?done.added, removed = ?done.removed, "bridge signing keys trusted changed");
+        let bundle_trust = self.bundle_trust();
+        for f in self.fetchers.values_mut() {
+            f.set_trust(bundle_trust.clone());
+        }
+        self.dirty = true;
+    }
+
+    /// Keys a bundle's head may be signed with: the trusted ones and the retired ones.
+    /// Sound because every bundle is fetched, installed and re-loaded only as the digest
+    /// (SHA-256 of its manifest, which pins every byte) a directive verified with a
+    /// *trusted* key names (`expect_digest`); a retired key alone gets nothing accepted,
+    /// and bundles registered before a rotation stay deployable. Directives verify with
+    /// the trusted keys only.
+    fn bundle_trust(&self) -> TrustStore {
+        let mut t = self.retired.clone();
+        for id in self.p.trust.ids() {
+            if let Some(k) = self.p.trust.get(id) {
+                t.add(k.clone());
+            }
+        }
+        t
     }
 
     /// Records a refused directive (once per distinct refusal: the retained directive is
@@ -351,10 +413,12 @@ impl Updater {
     }
 
     fn fetcher(&mut self, name: &str) -> &mut Fetcher {
-        let (cfg, trust) = (self.fcfg, &self.p.trust);
-        self.fetchers
-            .entry(name.to_owned())
-            .or_insert_with(|| Fetcher::new(cfg, trust.clone()))
+        let cfg = self.fcfg;
+        if !self.fetchers.contains_key(name) {
+            let f = Fetcher::new(cfg, self.bundle_trust());
+            self.fetchers.insert(name.to_owned(), f);
+        }
+        self.fetchers.get_mut(name).expect("inserted above")
     }
 
     fn guard(&mut self, name: &str) -> Arc<jobs::SlotGuard> {
@@ -436,10 +500,11 @@ impl Updater {
     }
 
     fn spawn(&mut self, name: &str, job: Job) {
+        let trust = self.bundle_trust();
         let ctx = jobs::JobContext {
             name: name.to_owned(),
             disk: self.p.disk.clone(),
-            trust: self.p.trust.clone(),
+            trust,
             guard: self.guard(name),
             done: self.jobs_tx.clone(),
         };
@@ -501,7 +566,7 @@ impl Updater {
         let digest = t.digest;
         self.p.disk.clear_downloads(name, Some(digest));
         let resumed = self.p.disk.read_head(name, digest).and_then(|head| {
-            let m = Verifier::new(&self.p.trust)
+            let m = Verifier::new(&self.bundle_trust())
                 .verify_head(&head)
                 .ok()?
                 .expect_digest(digest)

@@ -57,6 +57,7 @@ impl Updater {
                 disk_used: self.disk_used,
             },
             tags: self.p.tags.clone(),
+            trusted_keys: self.p.trust.ids().cloned().collect(),
         }
     }
 }

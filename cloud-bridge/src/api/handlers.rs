@@ -388,14 +388,25 @@ pub async fn add_device(
     })?;
     let ca = crate::broker::tls::Ca::load_or_create(&st.data_dir).map_err(ApiError::internal)?;
     let agent_toml = std::fs::read_to_string(out.join("agent.toml")).map_err(ApiError::internal)?;
-    let trust = st.public_key.to_file_contents();
+    // What the device was given: the active key and, during a rotation, the next one.
+    let mut trust = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(out.join("trust")).map_err(ApiError::internal)? {
+        let path = e.map_err(ApiError::internal)?.path();
+        if path.extension().is_some_and(|x| x == "pub") {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            trust.insert(
+                name,
+                std::fs::read_to_string(&path).map_err(ApiError::internal)?,
+            );
+        }
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(ProvisionedDevice {
             id: p.id,
             agent_toml,
             password: p.password,
-            trust: [(format!("{}.pub", st.public_key.id()), trust)].into(),
+            trust,
             client_cert: std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_CERT_FILE))
                 .map_err(ApiError::internal)?,
             client_key: std::fs::read_to_string(out.join(crate::broker::tls::CLIENT_KEY_FILE))

@@ -39,8 +39,6 @@ pub use openapi::{ROUTES, document};
 pub struct ApiState {
     /// The operations layer every face shares.
     pub ops: crate::ops::Ops,
-    /// The signing key's public half (handed to provisioned devices).
-    pub public_key: outpost_protocol::PublicKey,
     /// Broker URL written into provisioned devices' configs.
     pub device_broker_url: String,
     /// The rollout engine.

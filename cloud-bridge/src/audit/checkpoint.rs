@@ -33,7 +33,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::keys::{KeyError, KeyId, SIGNATURE_LEN, SigningKey, TrustStore};
@@ -557,10 +556,13 @@ fn stored(
 /// Checkpoints the audit chain every `every` while `serve` runs (first tick at start-up,
 /// to cover what CLI commands appended meanwhile). The final checkpoint at shutdown is
 /// made by [`crate::server::Bridge::shutdown`] once every task has drained.
+///
+/// Each checkpoint is signed by the key active at that moment (`keys activate` in another
+/// process takes effect at the next tick).
 pub async fn run_checkpoints(
     db: Db,
     audit: Audit,
-    key: Arc<SigningKey>,
+    keys: crate::keys::Keyring,
     events: EventBus,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -575,8 +577,14 @@ pub async fn run_checkpoints(
             _ = shutdown.changed() => break,
             _ = tick.tick() => {}
         }
-        let (a, k, ev) = (audit.clone(), key.clone(), events.clone());
-        let r = match db.run(move |c| a.checkpoint(c, &k, &ev)).await {
+        let (a, k, ev) = (audit.clone(), keys.clone(), events.clone());
+        let r = match db
+            .run(move |c| match k.active(c) {
+                Ok(key) => a.checkpoint(c, &key, &ev).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            })
+            .await
+        {
             Ok(r) => r,
             // The runtime is stopping.
             Err(_) => break,

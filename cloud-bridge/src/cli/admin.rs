@@ -8,17 +8,69 @@ use super::args::{AuditArgs, BrokerConfigCmd, KeysCmd, TokenCmd};
 use super::{CliError, output, table};
 use crate::ops::Ops;
 
-/// `keys`.
-pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> Result<ExitCode, CliError> {
-    let KeysCmd::Init { out } = cmd;
-    let out = out.unwrap_or_else(|| dir.join("keys"));
-    let f = crate::keys::init(&out)?;
-    println!(
-        "key {} written: private {} (0600), public {}",
-        f.key_id,
-        f.private.display(),
-        f.public.display()
-    );
+/// `keys`: init, show, rotate, activate (see [`crate::keys::ring`]).
+pub(super) fn keys(dir: &Path, who: &str, cmd: KeysCmd) -> Result<ExitCode, CliError> {
+    use crate::keys::ring;
+    let l = Ops::open(dir)?;
+    let show = |l: &Ops, json: bool| -> Result<(), CliError> {
+        let rows = ring::rows(&l.db.lock())?;
+        output(json, &rows, || ring::show_text(&rows));
+        Ok(())
+    };
+    match cmd {
+        KeysCmd::Init { out } => {
+            let f = ring::init(&l.db.lock(), &l.audit, dir, out.as_deref(), who)?;
+            println!(
+                "key {} written: private {} (0600), public {}",
+                f.key_id,
+                f.private.display(),
+                f.public.display()
+            );
+        }
+        KeysCmd::Show { json }
+        | KeysCmd::Rotate {
+            status: true, json, ..
+        } => show(&l, json)?,
+        KeysCmd::Rotate { out, json, .. } => {
+            let keyring = l.keyring()?;
+            let now = crate::db::now();
+            let r = ring::rotate(
+                &mut l.db.lock(),
+                &l.audit,
+                &keyring,
+                dir,
+                out.as_deref(),
+                who,
+                now,
+            )?;
+            output(json, &r, || {
+                format!(
+                    "next key {} written to {} (0600); its public half goes to {} devices in their next directive. `keys show` counts the devices that trust it; then `keys activate`",
+                    r.key_id,
+                    r.private.display(),
+                    r.devices
+                )
+            });
+        }
+        KeysCmd::Activate { force, json } => {
+            let keyring = l.keyring()?;
+            let now = crate::db::now();
+            let a = ring::activate(&mut l.db.lock(), &l.audit, &keyring, force, who, now)?;
+            output(json, &a, || {
+                let mut s = format!(
+                    "key {} is active; key {} is retired and {} devices are told to stop trusting it",
+                    a.active, a.retired, a.devices
+                );
+                if !a.forced.is_empty() {
+                    s += &format!(
+                        "\nforced: these devices do not trust the new key and must be re-provisioned: {}",
+                        a.forced.join(", ")
+                    );
+                }
+                s
+            });
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

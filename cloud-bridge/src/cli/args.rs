@@ -156,16 +156,51 @@ pub struct ServeArgs {
     /// Sign and publish an audit checkpoint at most every N seconds (when the log grew).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub audit_checkpoint_secs: u64,
+    /// Sign with this private key file (kept outside the data directory); it must be the
+    /// active key (`keys show`).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 pub enum KeysCmd {
-    /// Generate an Ed25519 key pair: DIR/signing.key (0600) and DIR/{key_id}.pub.
+    /// Generate the bridge's first signing key: DATA_DIR/keys/signing.key (0600) and
+    /// {key_id}.pub, where `serve`, `model register` and `device add` look for it.
     Init {
-        /// Output directory (default DATA_DIR/keys, where `serve` and `model register`
-        /// look for it).
-        #[arg(long)]
+        /// Write the private key to DIR/signing.key instead (its path is recorded).
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// List the signing keys: id, state (active / next / retired), times, devices that
+    /// trust each, path.
+    Show {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a rotation: make the next key (DATA_DIR/keys/{key_id}.key, 0600) and send its
+    /// public half to every device in a directive signed by the active key.
+    Rotate {
+        /// Write the private key to DIR/{key_id}.key instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "status")]
+        out: Option<PathBuf>,
+        /// Only show how many devices trust the next key (as `keys show`).
+        #[arg(long)]
+        status: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish a rotation: sign with the next key and retire the active one (devices are
+    /// told to stop trusting it). Refused while any device does not trust the next key.
+    Activate {
+        /// Activate even though the devices named do not trust the next key (they can then
+        /// verify nothing until re-provisioned).
+        #[arg(long)]
+        force: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -183,9 +218,9 @@ pub struct PackArgs {
     /// Spec file (TOML): feature names, normalisation, task, self-tests (optional).
     #[arg(long)]
     pub spec: Option<PathBuf>,
-    /// Private signing key file.
-    #[arg(long)]
-    pub key: PathBuf,
+    /// Private signing key file (default: the data directory's active key).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Output bundle file.
     #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
@@ -313,6 +348,10 @@ pub struct RegisterArgs {
     /// Dataset SHA-256.
     #[arg(long)]
     pub dataset_sha256: Option<String>,
+    /// Sign with this private key file (kept outside the data directory); it must be the
+    /// active key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -349,6 +388,10 @@ pub enum DeviceCmd {
         /// With --local: the agent's local API port (default: one free now).
         #[arg(long, requires = "local")]
         api_port: Option<u16>,
+        /// The bridge's key as a file kept outside the data directory (must be the active
+        /// key); trust/ gets it and, during a rotation, the next key.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// JSON output.
         #[arg(long)]
         json: bool,

@@ -20,8 +20,10 @@ pub(super) fn run(dir: &Path, who: String, cmd: DeviceCmd) -> Result<ExitCode, C
             tls,
             local,
             api_port,
+            key,
             json,
         } => {
+            let l = l.with_key_file(key);
             let target = target.unwrap_or_else(|| {
                 if local {
                     format!("{}-unknown-linux-gnu", std::env::consts::ARCH)

@@ -111,11 +111,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Cmd::Serve(a) => serve::serve(dir, *a),
         Cmd::Bundle {
             cmd: BundleCmd::Pack(a),
-        } => serve::pack(*a),
+        } => serve::pack(&dir, *a),
         Cmd::Model { cmd } => model::run(&dir, who, cmd),
         Cmd::Device { cmd } => device::run(&dir, who, cmd),
         Cmd::Deploy { cmd } => deploy::run(&dir, who, cmd),
-        Cmd::Keys { cmd } => admin::keys(&dir, cmd),
+        Cmd::Keys { cmd } => admin::keys(&dir, &who, cmd),
         Cmd::BrokerConfig { cmd } => admin::broker_config(&dir, cmd),
         Cmd::Audit(a) => admin::audit(&dir, a),
         Cmd::Token { cmd } => admin::token(&dir, &who, cmd),

@@ -30,6 +30,7 @@ pub(super) fn run(dir: &Path, who: String, cmd: ModelCmd) -> Result<ExitCode, Cl
                 dataset_id: a.dataset_id,
                 dataset_sha256: a.dataset_sha256,
             };
+            let l = l.with_key_file(a.key);
             let sp = super::spinner("validating and profiling the model");
             let r = l.register_model(req);
             sp.finish_and_clear();

@@ -68,6 +68,7 @@ pub(super) fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliErro
     cfg.chunk_rate = a.chunk_rate;
     cfg.device_auth = !a.no_device_auth;
     cfg.audit_checkpoint = std::time::Duration::from_secs(a.audit_checkpoint_secs);
+    cfg.key_file = a.key;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -89,7 +90,15 @@ pub(super) fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<ExitCode, CliErro
 }
 
 /// `bundle pack`: a signed bundle from a model file, without a data directory.
-pub(super) fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
+pub(super) fn pack(dir: &std::path::Path, a: PackArgs) -> Result<ExitCode, CliError> {
+    let key = match a.key {
+        Some(k) => k,
+        None => {
+            let l = crate::ops::Ops::open(dir)?;
+            l.keyring()?;
+            crate::keys::ring::active_path(&l.db.lock())?
+        }
+    };
     let input = PackInput {
         name: a.name,
         version: a.version,
@@ -107,7 +116,7 @@ pub(super) fn pack(a: PackArgs) -> Result<ExitCode, CliError> {
         tags: a.tags,
         extra_files: Vec::new(),
     };
-    let p = packaging::pack_files(&a.model, a.spec.as_deref(), &a.key, &a.out, input).map_err(
+    let p = packaging::pack_files(&a.model, a.spec.as_deref(), &key, &a.out, input).map_err(
         |source| CliError::Pack {
             model: a.model.clone(),
             source,

@@ -11,7 +11,7 @@ use outpost_protocol::bundle::parse_head;
 use outpost_protocol::directive::{DIRECTIVE_FORMAT, Directive, ModelTarget};
 use outpost_protocol::manifest::Manifest;
 use outpost_protocol::wire::ReportedState;
-use outpost_protocol::{Digest, Limits, SigningKey};
+use outpost_protocol::{Digest, Limits};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::FleetError;
@@ -158,11 +158,12 @@ pub fn reported(c: &Connection, device: &str) -> rusqlite::Result<Option<Reporte
 
 /// Signs a directive carrying the device's whole desired set with a new sequence and
 /// records it (unpublished); `cause` names what changed (a deployment id, `refresh`,
-/// `remove`), issued at `now` (unix seconds; it expires [`DIRECTIVE_TTL_SECS`] later).
-/// Returns what to publish after the commit.
+/// `remove`, `keys.rotate`), issued at `now` (unix seconds; it expires
+/// [`DIRECTIVE_TTL_SECS`] later). `signer` is the active key and the rotation under way,
+/// which the directive's `trust` member carries. Returns what to publish after the commit.
 pub fn issue(
     c: &Connection,
-    key: &SigningKey,
+    signer: &crate::keys::Signer,
     device: &str,
     cause: &str,
     now: u64,
@@ -197,8 +198,9 @@ pub fn issue(
         issued_at: t,
         expires_at: t + DIRECTIVE_TTL_SECS,
         models: models.clone(),
+        trust: signer.trust_update(),
     }
-    .sign(key);
+    .sign(signer.key());
     let max = Limits::default().max_directive;
     if bytes.len() > max {
         return Err(FleetError::Refused(format!(

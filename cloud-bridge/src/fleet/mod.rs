@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use outpost_protocol::directive::ModelTarget;
 use outpost_protocol::manifest::ModelRef;
+use outpost_protocol::topics;
 use outpost_protocol::wire::EventKind;
-use outpost_protocol::{SigningKey, topics};
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -71,6 +71,9 @@ pub enum FleetError {
     /// Bundle storage.
     #[error("bundle storage: {0}")]
     Storage(#[from] std::io::Error),
+    /// The signing key.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeysError),
 }
 
 /// Which devices.
@@ -205,7 +208,7 @@ pub struct FleetHandle {
     db: Db,
     audit: Audit,
     events: EventBus,
-    key: Arc<SigningKey>,
+    keys: crate::keys::Keyring,
     bundles: Arc<dyn BundleStore>,
     out: MqttOut,
     wake: Arc<Notify>,
@@ -237,7 +240,7 @@ impl FleetHandle {
         db: Db,
         audit: Audit,
         events: EventBus,
-        key: Arc<SigningKey>,
+        keys: crate::keys::Keyring,
         bundles: Arc<dyn BundleStore>,
         out: MqttOut,
         wake: Arc<Notify>,
@@ -246,7 +249,7 @@ impl FleetHandle {
             db,
             audit,
             events,
-            key,
+            keys,
             bundles,
             out,
             wake,
@@ -325,7 +328,8 @@ impl FleetHandle {
                     continue;
                 }
             };
-            publish.push(desired::issue(c, &self.key, &device, id, self.clock.now())?);
+            let signer = self.keys.signer(c)?;
+            publish.push(desired::issue(c, &signer, &device, id, self.clock.now())?);
         }
         Ok(())
     }
@@ -429,8 +433,9 @@ impl FleetHandle {
         let mut c = self.db.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut publish = Vec::new();
+        let signer = self.keys.signer(&tx)?;
         for device in desired::due_for_refresh(&tx, t)? {
-            publish.push(desired::issue(&tx, &self.key, &device, "refresh", t)?);
+            publish.push(desired::issue(&tx, &signer, &device, "refresh", t)?);
         }
         tx.commit()?;
         drop(c);

@@ -246,9 +246,10 @@ impl FleetHandle {
                 continue;
             }
             desired::remove(&tx, &d, &req.model)?;
+            let signer = self.keys.signer(&tx)?;
             publish.push(desired::issue(
                 &tx,
-                &self.key,
+                &signer,
                 &d,
                 "remove",
                 self.clock.now(),

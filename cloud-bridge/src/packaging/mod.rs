@@ -44,6 +44,9 @@ pub enum PackError {
     /// Signing key problem.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The signing key file (missing, readable by others, not a key).
+    #[error(transparent)]
+    KeyFile(#[from] crate::keys::KeysError),
     /// No model name from flags or spec.
     #[error("no model name: pass --name or set [model] name in the spec")]
     NoName,
@@ -306,7 +309,7 @@ pub fn pack_files(
         Some(p) => SpecFile::load(p)?,
         None => SpecFile::default(),
     };
-    let key = SigningKey::load(key)?;
+    let key = crate::keys::load_private(key)?;
     let onnx = read_capped(model)?;
     let prepared = prepare(&onnx, &spec, None)?;
     let packed = pack(onnx, &spec, prepared, input, &key)?;
