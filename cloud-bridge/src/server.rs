@@ -313,8 +313,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Bridge, ServeError> {
         events.clone(),
         out_tx.clone(),
         state_changed.clone(),
-    )
-    ?
+    )?
     .with_key_file(cfg.key_file.clone());
     let keyring = ops.keyring()?;
     let key = ops.key()?;

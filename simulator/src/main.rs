@@ -55,7 +55,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    outpost_bridge::cli::quiet_on_closed_stdout();
+    outpost_agent::cli::quiet_on_closed_stdout();
     // rumqttd logs every client disconnect at ERROR; keep it quiet unless asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "error,rumqttd=off".into());

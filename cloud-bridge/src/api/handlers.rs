@@ -393,7 +393,11 @@ pub async fn add_device(
     for e in std::fs::read_dir(out.join("trust")).map_err(ApiError::internal)? {
         let path = e.map_err(ApiError::internal)?.path();
         if path.extension().is_some_and(|x| x == "pub") {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             trust.insert(
                 name,
                 std::fs::read_to_string(&path).map_err(ApiError::internal)?,

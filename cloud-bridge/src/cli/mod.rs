@@ -147,25 +147,9 @@ pub fn output<T: Serialize>(json_out: bool, v: &T, text: impl FnOnce() -> String
     }
 }
 
-/// Makes writing to a closed stdout (`outpost-bridge … | head`) end the process quietly
-/// with status 0, as other Unix tools do. Rust ignores SIGPIPE, so `println!` panics on
-/// EPIPE instead; the hook recognises that panic and exits, and leaves every other panic
-/// to the default hook.
-pub fn quiet_on_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
-}
+/// Makes writing to a closed stdout (`outpost-bridge … | head`) end quietly with status 0
+/// (the agent's hook, shared by every binary).
+pub use outpost_agent::cli::quiet_on_closed_stdout;
 
 /// A spinner on stderr for long work (hidden when stderr is not a terminal).
 pub fn spinner(msg: &str) -> indicatif::ProgressBar {
