@@ -1,3 +1,5 @@
+//! Unit tests of the model contract: validation, sample preparation and interpretation.
+
 use super::*;
 use serde_json::json;
 
