@@ -720,13 +720,13 @@ pub async fn run(o: DemoOptions) -> Result<DemoReport, DemoError> {
             until_ms: None,
             devices: drift_alert.clone(),
         };
-        let rows = q.rows(&bridge.db.lock()).map_err(err)?;
+        let e = q.export(&bridge.db.lock()).map_err(err)?;
         let out = root.join("drifting-window.parquet");
-        outpost_bridge::export::write_parquet(&rows, &out).map_err(err)?;
-        drift_exported = rows.len();
+        outpost_bridge::export::write_parquet_file(&e, &out).map_err(err)?;
+        drift_exported = e.rows.len();
         ctx.say(format!(
             "exported {} captures of the drifting devices to {}",
-            rows.len(),
+            e.rows.len(),
             out.display()
         ));
     }
