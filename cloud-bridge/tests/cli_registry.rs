@@ -343,6 +343,48 @@ fn a_listing_into_a_closed_pipe_exits_quietly() {
     }
 }
 
+/// Every listing takes `--json` and then prints one JSON document on stdout and nothing
+/// else there (spinners and notes go to stderr), on a data directory with something in
+/// each list.
+#[test]
+fn every_listing_speaks_json_on_stdout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(register(&data, &[]).status.success());
+    let out = dir.path().join("gw-1");
+    json(&cli(
+        &data,
+        &["device", "add", "gw-1", "--out", out.to_str().unwrap(), "--json"],
+    ));
+    json(&cli(
+        &data,
+        &["deploy", "create", "--model", "vib:1", "--device", "gw-1", "--json"],
+    ));
+    let o = cli(&data, &["token", "add", "ci", "--role", "viewer"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listings: &[&[&str]] = &[
+        &["model", "list", "--json"],
+        &["model", "show", "vib", "--json"],
+        &["device", "list", "--json"],
+        &["device", "show", "gw-1", "--json"],
+        &["device", "keys", "gw-1", "--json"],
+        &["deploy", "list", "--json"],
+        &["audit", "--json"],
+        &["audit", "--verify", "--json"],
+        &["drift", "show", "--json"],
+        &["telemetry", "show", "gw-1", "--json"],
+        &["token", "list", "--json"],
+        &["keys", "show", "--json"],
+    ];
+    for args in listings {
+        let v = json(&cli(&data, args));
+        assert!(v.is_array() || v.is_object(), "{args:?}: {v}");
+    }
+    let deployments = json(&cli(&data, &["deploy", "list", "--json"]));
+    let id = deployments[0]["id"].as_str().expect("a deployment id");
+    json(&cli(&data, &["deploy", "show", id, "--json"]));
+}
+
 #[test]
 fn tokens_are_listed_replaced_only_when_asked_and_revoked() {
     use outpost_bridge::auth::{Role, TokenInfo, lookup};

@@ -37,13 +37,11 @@ struct Group(Child);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.0.id())])
-            .status();
+        // `--`: a negative pid names the process group, not a signal.
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.0.id())])
-            .status();
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
@@ -71,6 +69,12 @@ fn the_readme_walkthrough_runs_as_written() {
         );
         eprintln!("skipping the README walkthrough: curl is not installed");
         return;
+    }
+    for port in [1883, 8080, 8089] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port}, which the walkthrough uses, is taken (a broker or a leftover bridge?)"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();

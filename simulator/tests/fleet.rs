@@ -157,9 +157,9 @@ async fn the_demo_loses_nothing_rolls_back_v2_catches_drift_and_ends_with_v3_eve
     let out = dir.path().join("retrain.parquet");
     let mut args: Vec<String> = args.into_iter().take_while(|a| a != "-o").collect();
     args.extend(["-o".into(), out.display().to_string()]);
+    // The printed command names the data directory itself (run as printed).
+    assert!(cmd.contains("--data-dir"), "{cmd}");
     let o = std::process::Command::new(bridge_bin())
-        .arg("--data-dir")
-        .arg(&r.bridge_dir)
         .args(&args)
         .output()
         .unwrap();

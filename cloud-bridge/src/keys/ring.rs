@@ -147,7 +147,7 @@ impl Keyring {
     /// Opens the key ring of `data_dir`. `key_file` (`--key FILE`) signs instead of the
     /// recorded path and must hold the active key. A data directory without a recorded key
     /// adopts `key_file`, else an existing `DATA_DIR/keys/signing.key` (directories from
-    /// before the ring), else gets a new key there (audited as `keys.init`).
+    /// before the ring), else gets a new key there (logged; `keys init` is the audited way).
     ///
     /// # Errors
     /// [`KeysError`]: a key file missing, readable by others or not a key; `key_file` not
@@ -186,7 +186,11 @@ impl Keyring {
                     }
                 };
                 publish_public(data_dir, &public)?;
-                record(c, audit, &public, &path, "bridge", how)?;
+                // A key made or adopted on first use is not an operator's act: it is
+                // logged and listed (`keys show`), and the audit trail starts with what
+                // people do (`keys init`, rotations), as it did before the ring.
+                let _ = audit;
+                record(c, None, &public, &path, "bridge", how)?;
             }
         }
         let ring = Self {
@@ -257,7 +261,7 @@ fn publish_public(data_dir: &Path, key: &PublicKey) -> Result<(), KeysError> {
 
 fn record(
     c: &Connection,
-    audit: &Audit,
+    audit: Option<&Audit>,
     key: &PublicKey,
     path: &Path,
     actor: &str,
@@ -274,14 +278,16 @@ fn record(
         ],
     )?;
     bump(c)?;
-    audit.append(
-        c,
-        actor,
-        "keys.init",
-        key.id().as_str(),
-        "",
-        &serde_json::json!({"how": how, "path": path}),
-    )?;
+    if let Some(audit) = audit {
+        audit.append(
+            c,
+            actor,
+            "keys.init",
+            key.id().as_str(),
+            "",
+            &serde_json::json!({"how": how, "path": path}),
+        )?;
+    }
     Ok(())
 }
 
@@ -305,7 +311,7 @@ pub fn init(
     let (key, mut files) =
         write_pair(&dir.join(PRIVATE_KEY_FILE), false, Some(&key_dir(data_dir)))?;
     files.private = absolute(&files.private);
-    record(c, audit, &key.public_key(), &files.private, actor, "init")?;
+    record(c, Some(audit), &key.public_key(), &files.private, actor, "init")?;
     Ok(files)
 }
 

@@ -49,10 +49,15 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// `keys init` into `dir/keys`; returns the private key path.
+/// `keys init` into `dir/keys` (the data directory `dir/data`); returns the private key
+/// path.
 pub fn init_keys(dir: &Path) -> PathBuf {
     let keys = dir.join("keys");
-    let o = run(bridge().args(["keys", "init", "--out"]).arg(&keys));
+    let o = run(bridge()
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["keys", "init", "--out"])
+        .arg(&keys));
     assert!(o.status.success(), "{}", text(&o));
     keys.join("signing.key")
 }
