@@ -10,6 +10,15 @@ pub type Hook = (Vec<(String, String)>, String);
 
 /// A webhook receiver that answers 500 to the first `fail` requests, then 200.
 pub async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<Hook>>>) {
+    receiver_failing(fail, "").await
+}
+
+/// [`receiver`] that fails only the first `fail` requests whose body contains `only`
+/// (other events due at the same moment then cannot take those failures).
+pub async fn receiver_failing(
+    fail: usize,
+    only: &'static str,
+) -> (String, Arc<Mutex<Vec<Hook>>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -53,9 +62,9 @@ pub async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<Hook>>>) {
             let count = {
                 let mut v = g.lock().unwrap();
                 v.push((headers, body.to_owned()));
-                v.len()
+                v.iter().filter(|h| h.1.contains(only)).count()
             };
-            let status = if count <= fail {
+            let status = if body.contains(only) && count <= fail {
                 "500 Internal Server Error"
             } else {
                 "200 OK"
