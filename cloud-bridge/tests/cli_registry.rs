@@ -354,11 +354,20 @@ fn every_listing_speaks_json_on_stdout_only() {
     let out = dir.path().join("gw-1");
     json(&cli(
         &data,
-        &["device", "add", "gw-1", "--out", out.to_str().unwrap(), "--json"],
+        &[
+            "device",
+            "add",
+            "gw-1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
     ));
     json(&cli(
         &data,
-        &["deploy", "create", "--model", "vib:1", "--device", "gw-1", "--json"],
+        &[
+            "deploy", "create", "--model", "vib:1", "--device", "gw-1", "--json",
+        ],
     ));
     let o = cli(&data, &["token", "add", "ci", "--role", "viewer"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -311,7 +311,14 @@ pub fn init(
     let (key, mut files) =
         write_pair(&dir.join(PRIVATE_KEY_FILE), false, Some(&key_dir(data_dir)))?;
     files.private = absolute(&files.private);
-    record(c, Some(audit), &key.public_key(), &files.private, actor, "init")?;
+    record(
+        c,
+        Some(audit),
+        &key.public_key(),
+        &files.private,
+        actor,
+        "init",
+    )?;
     Ok(files)
 }
 

@@ -15,10 +15,7 @@ pub async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<Hook>>>) {
 
 /// [`receiver`] that fails only the first `fail` requests whose body contains `only`
 /// (other events due at the same moment then cannot take those failures).
-pub async fn receiver_failing(
-    fail: usize,
-    only: &'static str,
-) -> (String, Arc<Mutex<Vec<Hook>>>) {
+pub async fn receiver_failing(fail: usize, only: &'static str) -> (String, Arc<Mutex<Vec<Hook>>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
