@@ -141,7 +141,11 @@ fn tamper_matrix_through_the_real_binaries() {
 
     // Wrong key: a trust dir that holds only some other key.
     let other = d.path().join("other");
-    let o = run(bridge().args(["keys", "init", "--out"]).arg(&other));
+    let o = run(bridge()
+        .arg("--data-dir")
+        .arg(d.path().join("other-data"))
+        .args(["keys", "init", "--out"])
+        .arg(&other));
     assert!(o.status.success());
     let (ok, out) = verify(&good, &other);
     assert!(!ok && out.contains("unknown key"), "{out}");
