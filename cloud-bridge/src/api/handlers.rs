@@ -498,10 +498,13 @@ pub async fn events(
     if let Some(k) = kind {
         input::id("kind", k)?;
     }
-    let rows = st
-        .events
-        .recent(limit(&q, 100)?, kind)
-        .map_err(ApiError::internal)?;
+    let (events, n, kind) = (st.events.clone(), limit(&q, 100)?, kind.map(str::to_owned));
+    let rows = blocking(move || {
+        events
+            .recent(n, kind.as_deref())
+            .map_err(ApiError::internal)
+    })
+    .await?;
     Ok(axum::Json(rows).into_response())
 }
 
