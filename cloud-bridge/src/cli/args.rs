@@ -230,31 +230,14 @@ pub struct PackArgs {
     /// Model version (default: the spec's, else 1).
     #[arg(long)]
     pub version: Option<u32>,
-    /// Payload chunk size in bytes (default 65536, at most 131072).
-    #[arg(long)]
-    pub chunk_size: Option<u32>,
-    /// Memory the model needs on a device, bytes (as measured on the target; default: the
-    /// peak measured here). Devices refuse a model set over their memory budget.
-    #[arg(long)]
-    pub memory_bytes: Option<u64>,
     /// Who is packing (default: $USER).
     #[arg(long)]
     pub created_by: Option<String>,
-    /// Why.
-    #[arg(long, default_value = "")]
-    pub reason: String,
-    /// Source commit of the training code.
-    #[arg(long)]
-    pub source_commit: Option<String>,
-    /// Training dataset id.
-    #[arg(long)]
-    pub dataset_id: Option<String>,
-    /// Training dataset SHA-256.
-    #[arg(long)]
-    pub dataset_sha256: Option<String>,
     /// Tag k=v (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    #[command(flatten)]
+    pub bundle: BundleArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -326,32 +309,15 @@ pub struct RegisterArgs {
     /// Tag k=v (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
-    /// Why.
-    #[arg(long, default_value = "")]
-    pub reason: String,
     /// Training-data sample (CSV) for the baseline profile.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
-    /// Chunk size.
-    #[arg(long)]
-    pub chunk_size: Option<u32>,
-    /// Memory the model needs on a device, bytes (as measured on the target; default: the
-    /// peak measured here). Devices refuse a model set over their memory budget.
-    #[arg(long)]
-    pub memory_bytes: Option<u64>,
-    /// Source commit.
-    #[arg(long)]
-    pub source_commit: Option<String>,
-    /// Dataset id.
-    #[arg(long)]
-    pub dataset_id: Option<String>,
-    /// Dataset SHA-256.
-    #[arg(long)]
-    pub dataset_sha256: Option<String>,
     /// Sign with this private key file (kept outside the data directory); it must be the
     /// active key.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub bundle: BundleArgs,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -671,4 +637,29 @@ pub struct AuditArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `bundle pack` and `model register` both record in a bundle: chunking, the memory
+/// a device must have, and the lineage (one definition, so the two cannot drift).
+#[derive(Args)]
+pub struct BundleArgs {
+    /// Why (recorded in the manifest and the audit trail).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Payload chunk size in bytes (default 65536, at most 131072).
+    #[arg(long)]
+    pub chunk_size: Option<u32>,
+    /// Memory the model needs on a device, bytes (as measured on the target; default: the
+    /// peak measured here). Devices refuse a model set over their memory budget.
+    #[arg(long)]
+    pub memory_bytes: Option<u64>,
+    /// Source commit of the training code.
+    #[arg(long)]
+    pub source_commit: Option<String>,
+    /// Training dataset id.
+    #[arg(long)]
+    pub dataset_id: Option<String>,
+    /// Training dataset SHA-256.
+    #[arg(long)]
+    pub dataset_sha256: Option<String>,
 }

@@ -21,14 +21,14 @@ pub(super) fn run(dir: &Path, who: String, cmd: ModelCmd) -> Result<ExitCode, Cl
                 files: a.files,
                 spec: a.spec,
                 tags: a.tags,
-                reason: a.reason,
+                reason: a.bundle.reason,
                 created_by: who,
                 baseline_csv: a.baseline,
-                chunk_size: a.chunk_size,
-                memory_bytes: a.memory_bytes,
-                source_commit: a.source_commit,
-                dataset_id: a.dataset_id,
-                dataset_sha256: a.dataset_sha256,
+                chunk_size: a.bundle.chunk_size,
+                memory_bytes: a.bundle.memory_bytes,
+                source_commit: a.bundle.source_commit,
+                dataset_id: a.bundle.dataset_id,
+                dataset_sha256: a.bundle.dataset_sha256,
             };
             let l = l.with_key_file(a.key);
             let sp = super::spinner("validating and profiling the model");

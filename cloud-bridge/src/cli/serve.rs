@@ -102,17 +102,17 @@ pub(super) fn pack(dir: &std::path::Path, a: PackArgs) -> Result<ExitCode, CliEr
     let input = PackInput {
         name: a.name,
         version: a.version,
-        chunk_size: a.chunk_size,
-        memory_bytes: a.memory_bytes,
+        chunk_size: a.bundle.chunk_size,
+        memory_bytes: a.bundle.memory_bytes,
         created_by: a
             .created_by
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".into()),
         created_at: crate::db::now(),
-        reason: a.reason,
-        source_commit: a.source_commit,
-        dataset_id: a.dataset_id,
-        dataset_sha256: a.dataset_sha256,
+        reason: a.bundle.reason,
+        source_commit: a.bundle.source_commit,
+        dataset_id: a.bundle.dataset_id,
+        dataset_sha256: a.bundle.dataset_sha256,
         tags: a.tags,
         extra_files: Vec::new(),
     };
