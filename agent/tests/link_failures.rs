@@ -3,9 +3,7 @@
 //! broker refuses, against a real mosquitto), without a line per retry; the link state
 //! that `status` shows carries the same reason.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use outpost_agent::config::AgentConfig;
@@ -14,31 +12,9 @@ use outpost_testkit::mosquitto::{Mosquitto, find, free_port};
 use outpost_testkit::wait_until;
 use tokio::sync::{mpsc, watch};
 
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .try_init();
-}
-
 /// The lines logged for `device` at `level` (`WARN`, `ERROR`).
 fn lines(device: &str, level: &str) -> Vec<String> {
-    String::from_utf8_lossy(&LOG.lock().unwrap())
+    outpost_testkit::logs::text()
         .lines()
         .filter(|l| l.contains(level) && l.contains(&format!("device={device}")))
         .map(str::to_owned)
@@ -82,7 +58,7 @@ fn start(dir: &Path, device: &str, broker: &str) -> Link {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_is_a_warning_with_the_reason_and_no_flood() {
-    capture_logs();
+    outpost_testkit::logs::capture();
     let d = tempfile::tempdir().unwrap();
     let device = "gw-unreachable";
     let l = start(d.path(), device, &free_port().to_string());
@@ -135,7 +111,7 @@ async fn a_refused_password_is_one_error_naming_the_reason() {
         eprintln!("skipped: mosquitto_passwd is not installed");
         return;
     };
-    capture_logs();
+    outpost_testkit::logs::capture();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let pwfile = dir.join("passwd");

@@ -13,7 +13,6 @@
 //! Skipped with a message when mosquitto is not installed; `OUTPOST_REQUIRE_MOSQUITTO=1`
 //! (set by `.ci/run`) makes that a failure.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,31 +31,8 @@ const DEVICE: &str = "gw-tls";
 
 use outpost_testkit::mosquitto::find as mosquitto;
 
-/// Everything the tracing subscriber writes, so the test can read what the agent logged.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .try_init();
-}
-
 fn log_text() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+    outpost_testkit::logs::text()
 }
 
 /// A CA that issues the broker's and the clients' certificates.
@@ -285,7 +261,7 @@ async fn agent_link_over_mutual_tls_with_mosquitto() {
         );
         return;
     };
-    capture_logs();
+    outpost_testkit::logs::capture();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = TestCa::new("Outpost test CA");

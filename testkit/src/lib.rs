@@ -4,9 +4,11 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`logs`] | what the code under test logged (an in-memory tracing subscriber) |
 //! | [`mosquitto`] | a real mosquitto for tests (found, started on a free port, killed on drop) |
 //! | [`prom`] | reading and validating Prometheus text exposition |
 
+pub mod logs;
 pub mod mosquitto;
 pub mod prom;
 
