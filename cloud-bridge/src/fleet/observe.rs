@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use outpost_protocol::wire::UpdatePhase;
+use outpost_protocol::wire::{ModelState, ReportedState, UpdatePhase};
 use rusqlite::{Connection, params};
 
 use outpost_protocol::records::{self, Telemetry};
@@ -27,19 +27,19 @@ pub fn report(
         [device],
         |r| r.get(0),
     )?;
-    let latest = latest.map(|l| l as u64);
-    if let Some(rej) = &s.directive_rejected
-        && rej.sequence.is_some()
-        && rej.sequence == latest
-    {
-        return Ok(Some(Report {
-            current: true,
-            active: None,
-            settled: true,
-            failed: Some(format!("the device refused the directive: {}", rej.reason)),
-        }));
-    }
-    let current = latest.is_some() && s.directive_sequence >= latest;
+    Ok(Some(judge(&s, latest.map(|l| l as u64), model, expect)))
+}
+
+/// [`report`] on a state already read: `latest` is the sequence of the newest directive
+/// the bridge issued to the device.
+///
+/// A refused directive carries the device's whole set, so it fails only the deployments
+/// it would have changed: a deployment whose model already runs `expect`, or is being
+/// moved to it under a directive the device accepted, goes on whatever else in the set
+/// the device refused (the device keeps what it runs and finishes what it started).
+/// Failing it too would roll back a deployment that reached its target because a later
+/// deployment of another model asked for too much.
+pub fn judge(s: &ReportedState, latest: Option<u64>, model: &str, expect: &str) -> Report {
     let m = s.model(model);
     let active = m.and_then(|m| m.active.as_ref()).map(|a| a.bundle.to_hex());
     let settled = m.is_none_or(|m| {
@@ -51,23 +51,39 @@ pub fn report(
                 | UpdatePhase::RolledBack
         )
     });
-    let failed = m.and_then(|m| {
-        let about = m
-            .target
+    let toward = |m: &ModelState| {
+        m.target
             .as_ref()
-            .is_some_and(|t| t.bundle.to_hex() == expect);
-        (about && matches!(m.phase, UpdatePhase::Failed | UpdatePhase::RolledBack)).then(|| {
+            .is_some_and(|t| t.bundle.to_hex() == expect)
+    };
+    let failed = m.and_then(|m| {
+        (toward(m) && matches!(m.phase, UpdatePhase::Failed | UpdatePhase::RolledBack)).then(|| {
             m.last_error
                 .clone()
                 .unwrap_or_else(|| format!("{:?}", m.phase))
         })
     });
-    Ok(Some(Report {
+    if let Some(rej) = &s.directive_rejected
+        && rej.sequence.is_some()
+        && rej.sequence == latest
+    {
+        // Already there, or on the way under a directive the device accepted.
+        let unaffected = (settled && active.as_deref() == Some(expect)) || m.is_some_and(toward);
+        let refused = || format!("the device refused the directive: {}", rej.reason);
+        return Report {
+            current: true,
+            active,
+            settled,
+            failed: failed.or_else(|| (!unaffected).then(refused)),
+        };
+    }
+    let current = latest.is_some() && s.directive_sequence >= latest;
+    Report {
         current,
         active,
         settled,
         failed,
-    }))
+    }
 }
 
 #[derive(Default)]
@@ -237,6 +253,96 @@ pub fn canary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use outpost_protocol::Digest;
+    use outpost_protocol::manifest::ModelRef;
+    use outpost_protocol::wire::{DirectiveRejection, Health, InstalledModel};
+
+    fn installed(name: &str, b: u8) -> InstalledModel {
+        InstalledModel {
+            bundle: Digest([b; 32]),
+            model: ModelRef {
+                name: name.into(),
+                version: u32::from(b),
+            },
+        }
+    }
+
+    fn slot(name: &str, active: u8, phase: UpdatePhase) -> ModelState {
+        ModelState {
+            name: name.into(),
+            phase,
+            active: Some(installed(name, active)),
+            previous: None,
+            target: Some(installed(name, active)),
+            deployment_id: None,
+            sequence: Some(1),
+            chunks_done: 0,
+            chunks_total: 0,
+            health: Health::Ok,
+            last_error: None,
+        }
+    }
+
+    /// Device state after refusing directive 2 (the set `vib` + `cnn`, over the memory
+    /// budget) while running `vib` at bundle 1.
+    fn refused_second_set(vib_phase: UpdatePhase) -> ReportedState {
+        ReportedState {
+            device_id: "gw".into(),
+            agent_version: "0".into(),
+            at: 0,
+            directive_sequence: Some(1),
+            directive_rejected: Some(DirectiveRejection {
+                sequence: Some(2),
+                kind: "budget".into(),
+                reason: "over the 33554432 byte budget".into(),
+                now: 0,
+                issued_at: None,
+                expires_at: None,
+            }),
+            models: vec![slot("vib", 1, vib_phase)],
+            health: Health::Ok,
+            last_error: None,
+            budget: Default::default(),
+            tags: Default::default(),
+            trusted_keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_refused_set_fails_the_deployment_that_changed_it_not_one_already_met() {
+        let s = refused_second_set(UpdatePhase::Succeeded);
+        let vib = Digest([1; 32]).to_hex();
+        let cnn = Digest([9; 32]).to_hex();
+        // vib's deployment reached its target: the refusal is not about it.
+        let r = judge(&s, Some(2), "vib", &vib);
+        assert!(r.current && r.settled && r.failed.is_none(), "{r:?}");
+        assert_eq!(r.active.as_deref(), Some(vib.as_str()));
+        // cnn's deployment asked for what was refused.
+        let r = judge(&s, Some(2), "cnn", &cnn);
+        assert!(
+            r.failed.as_deref().unwrap().contains("byte budget"),
+            "{r:?}"
+        );
+        // vib still on its way (probation) under the accepted directive: it goes on, and
+        // its deployment waits for it to settle.
+        let mut s = refused_second_set(UpdatePhase::Probation);
+        let r = judge(&s, Some(2), "vib", &vib);
+        assert!(r.current && !r.settled && r.failed.is_none(), "{r:?}");
+        // ... and fails if its own update fails.
+        s.models[0].phase = UpdatePhase::RolledBack;
+        s.models[0].last_error = Some("self-test failed".into());
+        let r = judge(&s, Some(2), "vib", &vib);
+        assert_eq!(r.failed.as_deref(), Some("self-test failed"));
+        // A deployment moving vib to another bundle was what the refused set asked for.
+        let s = refused_second_set(UpdatePhase::Succeeded);
+        let vib2 = Digest([2; 32]).to_hex();
+        assert!(judge(&s, Some(2), "vib", &vib2).failed.is_some());
+        // A refusal of an older directive says nothing about the newest one.
+        let s = refused_second_set(UpdatePhase::Succeeded);
+        let r = judge(&s, Some(3), "cnn", &cnn);
+        assert!(!r.current && r.failed.is_none(), "{r:?}");
+    }
 
     #[test]
     fn tvd_of_label_mixes() {
