@@ -10,19 +10,23 @@
 //! (signature, manifest, digest = the target's) into a [`VerifiedManifest`]; then payload
 //! chunks are requested with at most `window` in flight, each checked against its SHA-256
 //! in the manifest on arrival and handed out for persisting. A part not answered within
-//! `request_timeout` is requested again; on reconnect every in-flight part is requested
-//! again. When every chunk is held, [`Action::Install`] fires once.
+//! the retransmission timeout is requested again; the timeout adapts to the measured
+//! round trip and backs off on expiry ([`super::rto`], RFC 6298), so a bridge that answers
+//! slowly under load is not asked twice for everything. On reconnect every in-flight part
+//! is requested again. When every chunk is held, [`Action::Install`] fires once.
 //!
 //! Resuming after a restart starts from [`Fetcher::resume`] with the chunks already on
 //! disk, so only the missing ones are requested.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use outpost_protocol::bundle::{VerifiedManifest, Verifier};
 use outpost_protocol::directive::ModelTarget;
 use outpost_protocol::limits::HEAD_PIECE_SIZE;
 use outpost_protocol::wire::{ChunkFrame, ChunkRequest, MAX_PARTS_PER_REQUEST, PartKind};
 use outpost_protocol::{Digest, TrustStore};
+
+use super::rto::Rto;
 
 /// A chunk that fails its digest check this many times fails the download: the server is
 /// serving bad bytes and retrying forever would hide it.
@@ -33,7 +37,8 @@ pub const MAX_CHUNK_REJECTIONS: u32 = 5;
 pub struct FetchConfig {
     /// Parts in flight.
     pub window: u32,
-    /// Re-request a part after this long, ms.
+    /// Re-request a part after this long before any round trip was measured, ms (the
+    /// initial retransmission timeout; it then follows the measured round trip).
     pub request_timeout_ms: u64,
 }
 
@@ -87,6 +92,17 @@ pub struct FetchStats {
     pub rejected: u32,
     /// Requests re-sent after a timeout.
     pub retries: u32,
+    /// The retransmission timeout now, ms.
+    pub rto_ms: u64,
+}
+
+/// A part asked for and not answered yet.
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    /// When it was asked for, ms.
+    sent: u64,
+    /// When to ask again, ms.
+    deadline: u64,
 }
 
 enum Phase {
@@ -94,13 +110,13 @@ enum Phase {
     Head {
         target: ModelTarget,
         pieces: Vec<Option<Vec<u8>>>,
-        inflight: BTreeMap<u32, u64>,
+        inflight: BTreeMap<u32, Inflight>,
     },
     Chunks {
         target: ModelTarget,
         manifest: Box<VerifiedManifest>,
         have: Vec<bool>,
-        inflight: BTreeMap<u32, u64>,
+        inflight: BTreeMap<u32, Inflight>,
         rejections: BTreeMap<u32, u32>,
     },
     Done,
@@ -113,6 +129,10 @@ pub struct Fetcher {
     phase: Phase,
     connected: bool,
     stats: FetchStats,
+    rto: Rto,
+    /// Parts asked for more than once since they were last answered: their answers give
+    /// no round-trip sample (Karn's algorithm).
+    resent: BTreeSet<u32>,
 }
 
 impl Fetcher {
@@ -124,6 +144,8 @@ impl Fetcher {
             phase: Phase::Idle,
             connected: false,
             stats: FetchStats::default(),
+            rto: Rto::new(cfg.request_timeout_ms),
+            resent: BTreeSet::new(),
         }
     }
 
@@ -135,7 +157,10 @@ impl Fetcher {
 
     /// Counters.
     pub fn stats(&self) -> FetchStats {
-        self.stats
+        FetchStats {
+            rto_ms: self.rto.timeout_ms(),
+            ..self.stats
+        }
     }
 
     /// Digest being fetched, if any.
@@ -173,6 +198,7 @@ impl Fetcher {
     pub fn begin(&mut self, target: ModelTarget, now: u64) -> Vec<Action> {
         let head_size = target.head_size.max(1);
         let pieces = head_size.div_ceil(HEAD_PIECE_SIZE) as usize;
+        self.resent.clear();
         self.phase = Phase::Head {
             target,
             pieces: vec![None; pieces],
@@ -189,6 +215,7 @@ impl Fetcher {
         have: Vec<bool>,
         now: u64,
     ) -> Vec<Action> {
+        self.resent.clear();
         self.phase = Phase::Chunks {
             target,
             manifest: Box::new(manifest),
@@ -199,10 +226,12 @@ impl Fetcher {
         self.pump(now)
     }
 
-    /// The link came up: everything in flight was lost with the old session.
+    /// The link came up: everything in flight was lost with the old session, and the
+    /// round trip measured over it says little about the new one.
     pub fn on_connected(&mut self, now: u64) -> Vec<Action> {
         self.connected = true;
         self.clear_inflight();
+        self.rto.reset();
         self.pump(now)
     }
 
@@ -213,24 +242,46 @@ impl Fetcher {
     }
 
     fn clear_inflight(&mut self) {
-        match &mut self.phase {
-            Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } => inflight.clear(),
-            _ => {}
+        if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
+            // An answer to the old session's request may still arrive (a broker's
+            // persistent session): it must not count as the new request's round trip.
+            self.resent.extend(inflight.keys());
+            inflight.clear();
         }
     }
 
     /// Time passes: expire requests and refill the window.
+    ///
+    /// Expiries found in one tick back the timeout off once: they are the same symptom (a
+    /// slow or lossy path), and doubling per part would reach the cap after one window.
     pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
-        let expired = match &mut self.phase {
-            Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } => {
-                let before = inflight.len();
-                inflight.retain(|_, deadline| *deadline > now);
-                before - inflight.len()
-            }
-            _ => 0,
-        };
-        self.stats.retries += expired as u32;
+        let mut expired = Vec::new();
+        if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
+            inflight.retain(|part, f| {
+                let keep = f.deadline > now;
+                if !keep {
+                    expired.push(*part);
+                }
+                keep
+            });
+        }
+        if !expired.is_empty() {
+            self.stats.retries += expired.len() as u32;
+            self.resent.extend(expired);
+            self.rto.back_off();
+        }
         self.pump(now)
+    }
+
+    /// Part `index` was answered at `now`: a round-trip sample unless it was asked for
+    /// more than once (Karn).
+    fn answered(&mut self, index: u32, asked: Option<Inflight>, now: u64) {
+        if self.resent.remove(&index) {
+            return;
+        }
+        if let Some(f) = asked {
+            self.rto.sample(now.saturating_sub(f.sent));
+        }
     }
 
     /// A frame arrived.
@@ -277,8 +328,12 @@ impl Fetcher {
             self.stats.ignored += 1;
             return Vec::new();
         }
-        inflight.remove(&frame.index);
+        let asked = inflight.remove(&frame.index);
         pieces[i] = Some(frame.data);
+        self.answered(frame.index, asked, now);
+        let Phase::Head { pieces, .. } = &self.phase else {
+            unreachable!("matched above");
+        };
         if pieces.iter().any(Option::is_none) {
             return self.pump(now);
         }
@@ -328,7 +383,7 @@ impl Fetcher {
             self.stats.ignored += 1;
             return Vec::new();
         }
-        inflight.remove(&frame.index);
+        let asked = inflight.remove(&frame.index);
         if let Err(e) = manifest.check_chunk(frame.index, &frame.data) {
             // Corrupted in transit or by a faulty server: drop it; it will be requested
             // again (it is no longer in flight) — up to a limit.
@@ -350,10 +405,12 @@ impl Fetcher {
             return self.pump(now);
         }
         have[i] = true;
+        let digest = manifest.digest();
         self.stats.chunks_received += 1;
         self.stats.bytes_received += frame.data.len() as u64;
+        self.answered(frame.index, asked, now);
         let mut out = vec![Action::PersistChunk {
-            digest: manifest.digest(),
+            digest,
             index: frame.index,
             data: frame.data,
         }];
@@ -363,7 +420,10 @@ impl Fetcher {
 
     /// Fills the window; fires Install when complete.
     fn pump(&mut self, now: u64) -> Vec<Action> {
-        let deadline = now + self.cfg.request_timeout_ms;
+        let deadline = Inflight {
+            sent: now,
+            deadline: now + self.rto.timeout_ms(),
+        };
         let window = self.cfg.window as usize;
         let connected = self.connected;
         match &mut self.phase {
@@ -414,8 +474,8 @@ fn request(
     bundle: Digest,
     want: Vec<u32>,
     head: bool,
-    inflight: &mut BTreeMap<u32, u64>,
-    deadline: u64,
+    inflight: &mut BTreeMap<u32, Inflight>,
+    deadline: Inflight,
 ) -> Vec<Action> {
     want.chunks(MAX_PARTS_PER_REQUEST)
         .map(|parts| {

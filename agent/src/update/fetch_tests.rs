@@ -27,8 +27,13 @@ fn spec() -> ModelContract {
 
 /// A bundle of ~20 chunks of 512 bytes (incompressible content) and its directive.
 fn fixture(key: &SigningKey) -> (ServedBundle, ModelTarget, TrustStore) {
+    fixture_of(key, 10_000)
+}
+
+/// A bundle of `bytes` of incompressible content in 512-byte chunks and its directive.
+fn fixture_of(key: &SigningKey, bytes: usize) -> (ServedBundle, ModelTarget, TrustStore) {
     let mut x = 0x9E37_79B9u32;
-    let noise: Vec<u8> = (0..10_000)
+    let noise: Vec<u8> = (0..bytes)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
@@ -318,4 +323,64 @@ fn a_transient_error_frame_is_retried_and_a_fatal_one_fails_with_the_reason() {
         other => panic!("{other:?}"),
     }
     assert_eq!(f.target(), None);
+}
+
+/// A busy bridge: one part answered every `service_ms`, in order of asking, so a part
+/// waits for everything asked before it (the per-device pacing of a loaded bridge).
+/// Returns (parts asked for, parts in the bundle, the fetcher's stats).
+fn fetch_from_a_queue(service_ms: u64) -> (usize, usize, FetchStats) {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture_of(&key, 100_000);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    let mut actions = f.begin(vd, 0);
+    let mut pending: std::collections::VecDeque<(u64, ChunkFrame)> = Default::default();
+    let mut free_at = 0u64;
+    let mut asked = 0usize;
+    for t in (0..3_600_000u64).step_by(10) {
+        for a in actions.drain(..) {
+            match a {
+                Action::Request(r) => {
+                    asked += r.head.len() + r.chunks.len();
+                    for fr in served.respond(&r) {
+                        free_at = free_at.max(t) + service_ms;
+                        pending.push_back((free_at, fr));
+                    }
+                }
+                Action::Install { .. } => {
+                    let parts = served.head_pieces() + served.chunk_count();
+                    return (asked, parts as usize, f.stats());
+                }
+                Action::Fail { reason, .. } => panic!("{reason}"),
+                Action::PersistChunk { .. } | Action::PersistHead { .. } => {}
+            }
+        }
+        while pending.front().is_some_and(|(at, _)| *at <= t) {
+            let (_, fr) = pending.pop_front().unwrap();
+            actions.extend(f.on_frame(fr, t));
+        }
+        actions.extend(f.on_tick(t));
+    }
+    panic!("did not finish in an hour");
+}
+
+#[test]
+fn a_slow_bridge_is_not_asked_twice_once_its_round_trip_is_known() {
+    // Four parts in flight, 750 ms each: every answer takes ~3 s, three times the
+    // initial timeout. A fixed timeout would ask for every part about three times.
+    let (asked, parts, s) = fetch_from_a_queue(750);
+    assert!(parts >= 190, "{parts}");
+    // The first window is asked again while the timeout backs off and no round trip is
+    // known (Karn: a re-asked part gives no sample); after that, each part once.
+    assert!(asked * 10 <= parts * 11, "asked {asked} for {parts} parts: {s:?}");
+    assert!(s.rto_ms > 3_000 && s.rto_ms < 12_000, "{s:?}");
+}
+
+#[test]
+fn a_fast_bridge_keeps_the_timeout_at_its_floor() {
+    let (asked, parts, s) = fetch_from_a_queue(20);
+    assert_eq!(asked, parts, "{s:?}");
+    assert_eq!(s.retries, 0);
+    // ~80 ms round trips: the floor is the configured initial timeout (1 s here).
+    assert_eq!(s.rto_ms, CFG.request_timeout_ms);
 }

@@ -4,7 +4,8 @@
 //! unload when it leaves the set.
 //!
 //! The decisions live in sans-IO machines: [`lifecycle::Lifecycle`] per model (what to do
-//! next), [`fetch::Fetcher`] per download, [`probation::Probation`] for the health window.
+//! next), [`fetch::Fetcher`] per download (its request timeout from [`rto::Rto`]),
+//! [`probation::Probation`] for the health window.
 //! This module is the IO loop around them: the disk ([`disk::UpdateDisk`]), the link
 //! (behind [`Publish`]), the model handle, the clock, and background jobs for the slow
 //! parts (install, slot load, slot removal).
@@ -31,6 +32,7 @@ mod jobs;
 pub mod lifecycle;
 pub mod probation;
 mod report;
+pub mod rto;
 pub mod trust;
 
 #[cfg(test)]
