@@ -90,11 +90,15 @@ pub struct FetchStats {
     pub ignored: u32,
     /// Chunks that failed their digest check.
     pub rejected: u32,
-    /// Requests re-sent after a timeout.
+    /// Parts asked for again (after a timeout, or overtaken by later answers).
     pub retries: u32,
     /// The retransmission timeout now, ms.
     pub rto_ms: u64,
 }
+
+/// Answers to parts asked after a part that is still unanswered, after which that part
+/// counts as lost and is asked for again (TCP's duplicate-ACK threshold, RFC 5681).
+pub const DUP_THRESHOLD: u32 = 3;
 
 /// A part asked for and not answered yet.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +107,8 @@ struct Inflight {
     sent: u64,
     /// When to ask again, ms.
     deadline: u64,
+    /// Answers to parts asked after it that arrived before it.
+    overtaken: u32,
 }
 
 enum Phase {
@@ -252,35 +258,59 @@ impl Fetcher {
 
     /// Time passes: expire requests and refill the window.
     ///
-    /// Expiries found in one tick back the timeout off once: they are the same symptom (a
-    /// slow or lossy path), and doubling per part would reach the cap after one window.
+    /// As TCP does on its retransmission timer (RFC 6298 §5.4–5.6), an expiry re-asks for
+    /// the *oldest* part only, backs the timeout off once and restarts the timer of the
+    /// others: on a slow path their answers are on the way, and re-asking a whole window
+    /// would double the traffic at the worst moment. Parts really lost are re-asked as
+    /// soon as later ones overtake them ([`DUP_THRESHOLD`]), or one per expiry.
     pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
-        let mut expired = Vec::new();
         if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
-            inflight.retain(|part, f| {
-                let keep = f.deadline > now;
-                if !keep {
-                    expired.push(*part);
+            let oldest = inflight
+                .iter()
+                .filter(|(_, f)| f.deadline <= now)
+                .min_by_key(|(part, f)| (f.sent, **part))
+                .map(|(part, _)| *part);
+            if let Some(part) = oldest {
+                inflight.remove(&part);
+                self.stats.retries += 1;
+                self.resent.insert(part);
+                self.rto.back_off();
+                let deadline = now + self.rto.timeout_ms();
+                for f in inflight.values_mut().filter(|f| f.deadline <= now) {
+                    f.deadline = deadline;
                 }
-                keep
-            });
-        }
-        if !expired.is_empty() {
-            self.stats.retries += expired.len() as u32;
-            self.resent.extend(expired);
-            self.rto.back_off();
+            }
         }
         self.pump(now)
     }
 
-    /// Part `index` was answered at `now`: a round-trip sample unless it was asked for
-    /// more than once (Karn).
+    /// Part `index`, asked for as `asked`, was answered at `now`: a round-trip sample
+    /// unless it was asked for more than once (Karn). The bridge answers a device's parts
+    /// in the order asked, so a part overtaken by [`DUP_THRESHOLD`] later-asked answers
+    /// was lost: it is re-asked now instead of after its timeout (TCP's fast retransmit,
+    /// RFC 5681 §3.2, with the same threshold).
     fn answered(&mut self, index: u32, asked: Option<Inflight>, now: u64) {
-        if self.resent.remove(&index) {
+        let Some(asked) = asked else {
             return;
+        };
+        if !self.resent.remove(&index) {
+            self.rto.sample(now.saturating_sub(asked.sent));
         }
-        if let Some(f) = asked {
-            self.rto.sample(now.saturating_sub(f.sent));
+        if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
+            let mut lost = Vec::new();
+            for (part, f) in inflight.iter_mut() {
+                if (f.sent, *part) < (asked.sent, index) {
+                    f.overtaken += 1;
+                    if f.overtaken >= DUP_THRESHOLD {
+                        lost.push(*part);
+                    }
+                }
+            }
+            for part in lost {
+                inflight.remove(&part);
+                self.resent.insert(part);
+                self.stats.retries += 1;
+            }
         }
     }
 
@@ -423,6 +453,7 @@ impl Fetcher {
         let deadline = Inflight {
             sent: now,
             deadline: now + self.rto.timeout_ms(),
+            overtaken: 0,
         };
         let window = self.cfg.window as usize;
         let connected = self.connected;
