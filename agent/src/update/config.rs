@@ -3,7 +3,7 @@
 //! ```toml
 //! [update]
 //! window = 8                 # chunk requests in flight
-//! request_timeout_ms = 5000
+//! request_timeout_ms = 5000  # first chunk-request timeout; then adapts (update::rto)
 //! health_inferences = 20     # probation passes after this many good inferences...
 //! health_secs = 60           # ...or this long without an error, whichever first
 //! max_probation_boots = 2    # restarts during probation before rolling back
@@ -24,7 +24,8 @@ use crate::settings::InvalidSetting;
 pub struct UpdateConfig {
     /// Chunk requests in flight (1..=64).
     pub window: u32,
-    /// A requested part not answered within this is requested again (at least 50 ms).
+    /// The first retransmission timeout of chunk requests (at least 50 ms); it then
+    /// follows the measured round trip ([`super::rto::Rto`], RFC 6298).
     pub request_timeout: Duration,
     /// Probation passes after this many successful inferences...
     pub health_inferences: u32,

@@ -96,10 +96,6 @@ pub struct FetchStats {
     pub rto_ms: u64,
 }
 
-/// Answers to parts asked after a part that is still unanswered, after which that part
-/// counts as lost and is asked for again (TCP's duplicate-ACK threshold, RFC 5681).
-pub const DUP_THRESHOLD: u32 = 3;
-
 /// A part asked for and not answered yet.
 #[derive(Debug, Clone, Copy)]
 struct Inflight {
@@ -107,8 +103,8 @@ struct Inflight {
     sent: u64,
     /// When to ask again, ms.
     deadline: u64,
-    /// Answers to parts asked after it that arrived before it.
-    overtaken: u32,
+    /// Its timer expired once already and was restarted (it was not the oldest part).
+    expired: bool,
 }
 
 enum Phase {
@@ -261,8 +257,8 @@ impl Fetcher {
     /// As TCP does on its retransmission timer (RFC 6298 §5.4–5.6), an expiry re-asks for
     /// the *oldest* part only, backs the timeout off once and restarts the timer of the
     /// others: on a slow path their answers are on the way, and re-asking a whole window
-    /// would double the traffic at the worst moment. Parts really lost are re-asked as
-    /// soon as later ones overtake them ([`DUP_THRESHOLD`]), or one per expiry.
+    /// would double the traffic at the worst moment. A part whose timer already expired
+    /// once and that a later-asked part's answer overtakes was lost, and is re-asked then.
     pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
         if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
             let oldest = inflight
@@ -278,6 +274,7 @@ impl Fetcher {
                 let deadline = now + self.rto.timeout_ms();
                 for f in inflight.values_mut().filter(|f| f.deadline <= now) {
                     f.deadline = deadline;
+                    f.expired = true;
                 }
             }
         }
@@ -286,9 +283,11 @@ impl Fetcher {
 
     /// Part `index`, asked for as `asked`, was answered at `now`: a round-trip sample
     /// unless it was asked for more than once (Karn). The bridge answers a device's parts
-    /// in the order asked, so a part overtaken by [`DUP_THRESHOLD`] later-asked answers
-    /// was lost: it is re-asked now instead of after its timeout (TCP's fast retransmit,
-    /// RFC 5681 §3.2, with the same threshold).
+    /// roughly in the order asked, so a part that already outlived one timeout and is
+    /// overtaken by the answer to a part asked after it was lost: it is re-asked now, not
+    /// one expiry at a time (the go-back of TCP after a retransmission timeout). Parts
+    /// within their first timeout are left alone: answers to concurrent requests may
+    /// arrive slightly out of order, and re-asking them would send them twice.
     fn answered(&mut self, index: u32, asked: Option<Inflight>, now: u64) {
         let Some(asked) = asked else {
             return;
@@ -297,15 +296,11 @@ impl Fetcher {
             self.rto.sample(now.saturating_sub(asked.sent));
         }
         if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
-            let mut lost = Vec::new();
-            for (part, f) in inflight.iter_mut() {
-                if (f.sent, *part) < (asked.sent, index) {
-                    f.overtaken += 1;
-                    if f.overtaken >= DUP_THRESHOLD {
-                        lost.push(*part);
-                    }
-                }
-            }
+            let lost: Vec<u32> = inflight
+                .iter()
+                .filter(|(part, f)| f.expired && (f.sent, **part) < (asked.sent, index))
+                .map(|(part, _)| *part)
+                .collect();
             for part in lost {
                 inflight.remove(&part);
                 self.resent.insert(part);
@@ -453,7 +448,7 @@ impl Fetcher {
         let deadline = Inflight {
             sent: now,
             deadline: now + self.rto.timeout_ms(),
-            overtaken: 0,
+            expired: false,
         };
         let window = self.cfg.window as usize;
         let connected = self.connected;

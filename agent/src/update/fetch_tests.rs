@@ -391,20 +391,42 @@ fn a_fast_bridge_keeps_the_timeout_at_its_floor() {
 }
 
 #[test]
-fn a_lost_answer_overtaken_by_later_ones_is_asked_again_before_its_timeout() {
+fn a_lost_answer_is_asked_again_alone_then_with_the_others_lost_behind_it() {
     let key = SigningKey::generate().unwrap();
     let (served, vd, trust) = fixture(&key);
     let mut f = Fetcher::new(CFG, trust);
     f.on_connected(0);
     let first = f.begin(vd, 0);
     let mut h = Harness::new(f);
-    // One chunk frame lost; the ones asked after it keep arriving (1 ms apart).
+    // One frame lost: one expiry, one re-ask, nothing else asked twice.
     h.run(&served, first, &mut |n| n == 8, &mut |_, _| false);
     assert!(matches!(h.outcome, Some(Action::Install { .. })));
     assert_eq!(h.f.stats().retries, 1, "{:?}", h.f.stats());
+    let parts = (served.head_pieces() + served.chunk_count()) as usize;
+    assert_eq!(h.requested.len() + served.head_pieces() as usize, parts + 1);
+
+    // A whole window lost (a bridge dropping a request): the first expiry re-asks the
+    // oldest part; its answer overtakes the other three, which are re-asked at once
+    // instead of one backed-off expiry each.
+    let (served, vd, trust) = fixture(&key);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    let first = f.begin(vd, 0);
+    let mut h = Harness::new(f);
+    let head = served.head_pieces();
+    h.run(
+        &served,
+        first,
+        &mut |n| (head + 1..=head + 4).contains(&n),
+        &mut |_, _| false,
+    );
+    assert!(matches!(h.outcome, Some(Action::Install { .. })));
+    assert_eq!(h.f.stats().retries, 4, "{:?}", h.f.stats());
+    // Two timeouts' worth at most (the first expiry, then the backed-off one never
+    // needed), not 1 + 2 + 4 + 8 s.
     assert!(
-        h.now < CFG.request_timeout_ms,
-        "recovered at {} ms, not by a timeout",
+        h.now < 3 * CFG.request_timeout_ms,
+        "finished at {} ms",
         h.now
     );
 }
