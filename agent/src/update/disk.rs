@@ -11,21 +11,23 @@
 //!
 //! Invariants that make a power cut at any point safe:
 //! - a model's active slot file is never written; installs go to its inactive slot;
-//! - every file is written as temp file → fsync → rename → fsync(dir), so it is either
-//!   absent, the old version or the complete new version;
+//! - every file but a download's chunks is written as temp file → fsync → rename →
+//!   fsync(dir), so it is either absent, the old version or the complete new version
+//!   (chunks skip the fsyncs: see below);
 //! - a switch is one atomic replace of `state.json`, done only after the new slot's file
 //!   is durable; at start each active slot is re-verified and, should it fail, the other
 //!   slot is tried.
 //!
 //! Chunks are re-verified against the manifest when a download resumes, so a torn or
-//! corrupted chunk file is simply fetched again. A state file of the single-model layout
+//! corrupted chunk file is simply fetched again; that is why they are written without
+//! fsync (`fsio::write_replaceable`). A state file of the single-model layout
 //! (format 1: `update/slots/`, one model) is migrated at start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use outpost_protocol::Digest;
-use outpost_protocol::fsio::{read_capped, read_capped_string, write_atomic};
+use outpost_protocol::fsio::{read_capped, read_capped_string, write_atomic, write_replaceable};
 use outpost_protocol::wire::{DirectiveRejection, InstalledModel};
 use serde::{Deserialize, Serialize};
 
@@ -245,7 +247,9 @@ impl UpdateDisk {
         read_capped(&self.download_dir(name, d).join("head"), MAX_HEAD).ok()
     }
 
-    /// Persists a verified chunk.
+    /// Stores a verified chunk, without fsync: a chunk torn by a power cut fails its
+    /// digest check when the download resumes and is fetched again, so durability here
+    /// would buy nothing for two flushes per chunk (the assembled slot file is durable).
     pub fn write_chunk(
         &self,
         name: &str,
@@ -255,7 +259,7 @@ impl UpdateDisk {
     ) -> std::io::Result<()> {
         let dir = self.download_dir(name, d);
         std::fs::create_dir_all(&dir)?;
-        Ok(write_atomic(&dir.join(index.to_string()), data)?)
+        Ok(write_replaceable(&dir.join(index.to_string()), data)?)
     }
 
     /// Reads a persisted chunk.
