@@ -459,14 +459,47 @@ impl Rollout {
 
     /// A device reported.
     pub fn on_report(&mut self, device: &str, r: &Report, now: u64) -> Vec<Action> {
-        let target = self.target_of(device).to_owned();
-        let Some(d) = self.devices.get_mut(device) else {
-            return Vec::new();
-        };
+        self.record_report(device, r);
+        self.evaluate(now)
+    }
+
+    /// Several devices reported (an engine pass): each report is recorded, then the
+    /// rollout is evaluated once — evaluating a wave costs one look at every device, so
+    /// doing it per report made a pass over N devices cost N².
+    pub fn on_reports<'a>(
+        &mut self,
+        reports: impl IntoIterator<Item = (&'a str, &'a Report)>,
+        now: u64,
+    ) -> Vec<Action> {
+        for (device, r) in reports {
+            self.record_report(device, r);
+        }
+        self.evaluate(now)
+    }
+
+    /// Whether a report from `device` can change anything: only a device still being
+    /// updated, or rolled back without confirmation, is waiting for one.
+    pub fn awaits_report(&self, device: &str) -> bool {
+        self.devices.get(device).is_some_and(|d| {
+            matches!(
+                (&d.status, &self.state),
+                (
+                    DeviceStatus::Targeted { .. },
+                    State::Running | State::Paused { .. }
+                ) | (DeviceStatus::RolledBack { confirmed: false }, _)
+            )
+        })
+    }
+
+    fn record_report(&mut self, device: &str, r: &Report) {
         if !r.current {
             // About an older directive: says nothing about this deployment yet.
-            return self.evaluate(now);
+            return;
         }
+        let target = self.target_of(device).to_owned();
+        let Some(d) = self.devices.get_mut(device) else {
+            return;
+        };
         match (&d.status, &self.state) {
             (DeviceStatus::Targeted { .. }, State::Running | State::Paused { .. }) => {
                 if let Some(e) = &r.failed {
@@ -482,7 +515,6 @@ impl Rollout {
             }
             _ => {}
         }
-        self.evaluate(now)
     }
 
     /// New canary measurements.

@@ -91,6 +91,41 @@ fn happy_path_advances_through_every_wave_to_success() {
 }
 
 #[test]
+fn reports_taken_as_a_batch_move_the_rollout_as_one_by_one_and_settled_devices_are_not_asked() {
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(20));
+    let mut now = 0;
+    let mut targeted = targets(&r.start(now));
+    while r.state == State::Running {
+        now += 100;
+        assert!(targeted.iter().all(|d| r.awaits_report(d)));
+        let reports: Vec<(String, Report)> = targeted.drain(..).map(|d| (d, ok())).collect();
+        let mut acts = r.on_reports(reports.iter().map(|(d, x)| (d.as_str(), x)), now);
+        assert!(reports.iter().all(|(d, _)| !r.awaits_report(d)));
+        acts.extend(r.on_observation(good_obs(), now));
+        acts.extend(r.on_tick(now));
+        targeted = targets(&acts);
+        assert!(now < 100_000, "stuck in {:?}", r.state);
+    }
+    assert_eq!(r.state, State::Succeeded);
+    assert!(r.devices.keys().all(|d| !r.awaits_report(d)));
+
+    // One failure in a batch trips the wave: every device touched is rolled back, those
+    // that succeeded in the same batch included, and each awaits its confirmation.
+    let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(2));
+    let canary = targets(&r.start(0));
+    let bad = report(Some("old"), Some("self-test failed"));
+    r.on_reports([(canary[0].as_str(), &bad)], 10);
+    assert!(
+        matches!(r.state, State::RollingBack { .. }),
+        "{:?}",
+        r.state
+    );
+    assert!(r.awaits_report(&canary[0]));
+    r.on_reports([(canary[0].as_str(), &report(Some("old"), None))], 20);
+    assert!(!r.awaits_report(&canary[0]));
+}
+
+#[test]
 fn a_wave_that_never_reports_fails_by_timeout_and_rolls_back() {
     let mut r = Rollout::new("new".into(), strategy(OnTrip::Rollback), fleet(5));
     let canary = targets(&r.start(0));

@@ -706,13 +706,15 @@ impl FleetHandle {
             let before = serde_json::to_string(&r).unwrap_or_default();
             let now = self.clock.now_ms();
             let mut acts = Vec::new();
-            let devices: Vec<String> = r.devices.keys().cloned().collect();
-            for d in &devices {
-                let expect = r.target_of(d).to_owned();
-                if let Some(rep) = observe::report(&tx, d, &model, &expect)? {
-                    acts.extend(r.on_report(d, &rep, now));
+            // Only devices whose report can change something are read (a settled device
+            // costs nothing per pass), and the rollout is evaluated once per pass.
+            let mut reports = Vec::new();
+            for d in r.devices.keys().filter(|d| r.awaits_report(d)) {
+                if let Some(rep) = observe::report(&tx, d, &model, r.target_of(d))? {
+                    reports.push((d.clone(), rep));
                 }
             }
+            acts.extend(r.on_reports(reports.iter().map(|(d, rep)| (d.as_str(), rep)), now));
             if r.wave == 0 && r.state == State::Running {
                 let canary: Vec<String> = r
                     .devices
