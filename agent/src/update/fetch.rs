@@ -281,8 +281,9 @@ impl Fetcher {
         self.pump(now)
     }
 
-    /// Part `index`, asked for as `asked`, was answered at `now`: a round-trip sample
-    /// unless it was asked for more than once (Karn). The bridge answers a device's parts
+    /// Part `index`, asked for as `asked`, was answered at `now`: unless it was asked for
+    /// more than once (Karn: then the answer proves nothing), a round-trip sample. The
+    /// bridge answers a device's parts
     /// roughly in the order asked, so a part that already outlived one timeout and is
     /// overtaken by the answer to a part asked after it was lost: it is re-asked now, not
     /// one expiry at a time (the go-back of TCP after a retransmission timeout). Parts
@@ -292,9 +293,12 @@ impl Fetcher {
         let Some(asked) = asked else {
             return;
         };
-        if !self.resent.remove(&index) {
-            self.rto.sample(now.saturating_sub(asked.sent));
+        if self.resent.remove(&index) {
+            // Asked more than once: the answer may be to the first request, so it proves
+            // neither a round trip nor that it overtook anything asked in between.
+            return;
         }
+        self.rto.sample(now.saturating_sub(asked.sent));
         if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
             let lost: Vec<u32> = inflight
                 .iter()
