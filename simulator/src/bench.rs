@@ -38,6 +38,10 @@ pub struct ScaleReport {
     pub bytes_per_device_ratio: f64,
     /// Bundle reads from storage (cache misses).
     pub disk_reads: u64,
+    /// Parts asked for again while still queued for the device (not sent twice).
+    pub parts_deduplicated: u64,
+    /// Parts refused because a serving queue was full (the device asks again).
+    pub parts_dropped_busy: u64,
     /// Bridge CPU seconds during the rollout.
     pub bridge_cpu_secs: f64,
     /// Bridge CPU as a share of one core over the rollout.
@@ -259,6 +263,7 @@ pub async fn run(o: ScaleOptions) -> Result<ScaleReport, String> {
                 .is_some_and(|m| m.info.bundle.to_hex() == rec.digest)
         })
         .count();
+    let stat = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let report = ScaleReport {
         devices: o.devices,
         bundle_bytes: rec.bundle_size,
@@ -270,6 +275,8 @@ pub async fn run(o: ScaleOptions) -> Result<ScaleReport, String> {
             .stats
             .disk_reads
             .load(std::sync::atomic::Ordering::Relaxed),
+        parts_deduplicated: stat(&bridge.server.stats.deduplicated),
+        parts_dropped_busy: stat(&bridge.server.stats.dropped_busy),
         bridge_cpu_secs: cpu,
         bridge_cpu_share: cpu / converge_secs,
         broker: o
