@@ -162,6 +162,17 @@ impl Harness {
     }
 }
 
+/// A connected fetcher that has begun on a fresh `bytes`-byte bundle: the bundle, the
+/// harness around the fetcher, and its first requests.
+fn begun(bytes: usize) -> (ServedBundle, Harness, Vec<Action>) {
+    let key = SigningKey::generate().unwrap();
+    let (served, vd, trust) = fixture_of(&key, bytes);
+    let mut f = Fetcher::new(CFG, trust);
+    f.on_connected(0);
+    let first = f.begin(vd, 0);
+    (served, Harness::new(f), first)
+}
+
 #[test]
 fn fetches_everything_within_the_window() {
     let key = SigningKey::generate().unwrap();
@@ -181,12 +192,7 @@ fn fetches_everything_within_the_window() {
 
 #[test]
 fn lost_and_corrupted_frames_are_requested_again() {
-    let key = SigningKey::generate().unwrap();
-    let (served, vd, trust) = fixture(&key);
-    let mut f = Fetcher::new(CFG, trust);
-    f.on_connected(0);
-    let first = f.begin(vd, 0);
-    let mut h = Harness::new(f);
+    let (served, mut h, first) = begun(10_000);
     h.run(&served, first, &mut |n| n % 3 == 0, &mut |n, _| n % 7 == 0);
     assert!(matches!(h.outcome, Some(Action::Install { .. })));
     assert_eq!(h.persisted.len() as u32, served.chunk_count());
@@ -288,12 +294,7 @@ fn frames_for_other_bundles_or_unrequested_parts_are_ignored() {
 
 #[test]
 fn a_chunk_that_keeps_failing_verification_fails_the_download() {
-    let key = SigningKey::generate().unwrap();
-    let (served, vd, trust) = fixture(&key);
-    let mut f = Fetcher::new(CFG, trust);
-    f.on_connected(0);
-    let first = f.begin(vd, 0);
-    let mut h = Harness::new(f);
+    let (served, mut h, first) = begun(10_000);
     // Chunk 3 is always corrupted by the "server".
     h.run(&served, first, &mut |_| false, &mut |_, f| f.index == 3);
     match h.outcome {
@@ -332,11 +333,8 @@ fn a_transient_error_frame_is_retried_and_a_fatal_one_fails_with_the_reason() {
 /// already answered and on its way is answered again.
 /// Returns (parts sent by the server, parts in the bundle, the fetcher's stats).
 fn fetch_from_a_queue(service_ms: u64, transit_ms: u64, dedup: bool) -> (usize, usize, FetchStats) {
-    let key = SigningKey::generate().unwrap();
-    let (served, vd, trust) = fixture_of(&key, 100_000);
-    let mut f = Fetcher::new(CFG, trust);
-    f.on_connected(0);
-    let mut actions = f.begin(vd, 0);
+    let (served, mut h, mut actions) = begun(100_000);
+    let f = &mut h.f;
     // (answered at, frame), in order.
     let mut pending: std::collections::VecDeque<(u64, ChunkFrame)> = Default::default();
     let mut free_at = 0u64;
@@ -414,12 +412,7 @@ fn a_fast_bridge_keeps_the_timeout_at_its_floor() {
 
 #[test]
 fn a_lost_answer_is_asked_again_alone_then_with_the_others_lost_behind_it() {
-    let key = SigningKey::generate().unwrap();
-    let (served, vd, trust) = fixture(&key);
-    let mut f = Fetcher::new(CFG, trust);
-    f.on_connected(0);
-    let first = f.begin(vd, 0);
-    let mut h = Harness::new(f);
+    let (served, mut h, first) = begun(10_000);
     // One frame lost: one expiry, one re-ask, nothing else asked twice.
     h.run(&served, first, &mut |n| n == 8, &mut |_, _| false);
     assert!(matches!(h.outcome, Some(Action::Install { .. })));
@@ -430,11 +423,7 @@ fn a_lost_answer_is_asked_again_alone_then_with_the_others_lost_behind_it() {
     // A whole window lost (a bridge dropping a request): the first expiry re-asks the
     // oldest part; its answer overtakes the other three, which are re-asked at once
     // instead of one backed-off expiry each.
-    let (served, vd, trust) = fixture(&key);
-    let mut f = Fetcher::new(CFG, trust);
-    f.on_connected(0);
-    let first = f.begin(vd, 0);
-    let mut h = Harness::new(f);
+    let (served, mut h, first) = begun(10_000);
     let head = served.head_pieces();
     h.run(
         &served,
