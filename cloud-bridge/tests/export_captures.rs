@@ -22,26 +22,6 @@ use outpost_protocol::tensor::{Tensor, TensorData};
 use outpost_protocol::uplink::{Record, UplinkBatch};
 use serde::Deserialize;
 
-/// The vibration-anomaly spec's feature names, in order.
-const FEATURES: [&str; 16] = [
-    "rms_x",
-    "rms_y",
-    "rms_z",
-    "peak_x",
-    "crest_x",
-    "kurtosis_x",
-    "skewness_x",
-    "rms_radial",
-    "band_5_40",
-    "band_40_80",
-    "band_80_160",
-    "band_160_320",
-    "band_320_640",
-    "band_640_800",
-    "dominant_hz",
-    "centroid_hz",
-];
-
 /// Where capture 0 would be: captures 1..=30 are one second apart from here, all within
 /// the last minute.
 fn t0() -> u64 {
@@ -206,7 +186,11 @@ fn parquet_csv_and_jsonl_share_the_baseline_layout() {
     assert_eq!(b.num_rows(), 26, "from the 5th second: captures 5..=30");
     let schema = b.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(&names[..16], FEATURES);
+    // The vibration-anomaly model's features, named and in the order the agent computes them.
+    assert_eq!(
+        &names[..16],
+        outpost_agent::sensors::features::FEATURE_NAMES
+    );
     assert_eq!(
         &names[16..],
         [

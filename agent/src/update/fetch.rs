@@ -228,12 +228,13 @@ impl Fetcher {
         self.pump(now)
     }
 
-    /// The link came up: everything in flight was lost with the old session, and the
-    /// round trip measured over it says little about the new one.
+    /// The link came up: everything in flight was lost with the old session. The round
+    /// trip measured so far is kept, but not the back-off: the new session is not
+    /// congested by the old one's re-asks.
     pub fn on_connected(&mut self, now: u64) -> Vec<Action> {
         self.connected = true;
         self.clear_inflight();
-        self.rto.reset();
+        self.rto.restore();
         self.pump(now)
     }
 
@@ -282,8 +283,7 @@ impl Fetcher {
     }
 
     /// Part `index`, asked for as `asked`, was answered at `now`: unless it was asked for
-    /// more than once (Karn: then the answer proves nothing), a round-trip sample. The
-    /// bridge answers a device's parts
+    /// more than once (Karn: see below), a round-trip sample. The bridge answers a device's parts
     /// roughly in the order asked, so a part that already outlived one timeout and is
     /// overtaken by the answer to a part asked after it was lost: it is re-asked now, not
     /// one expiry at a time (the go-back of TCP after a retransmission timeout). Parts
@@ -293,23 +293,47 @@ impl Fetcher {
         let Some(asked) = asked else {
             return;
         };
-        if self.resent.remove(&index) {
-            // Asked more than once: the answer may be to the first request, so it proves
-            // neither a round trip nor that it overtook anything asked in between.
-            return;
-        }
-        self.rto.sample(now.saturating_sub(asked.sent));
-        if let Phase::Head { inflight, .. } | Phase::Chunks { inflight, .. } = &mut self.phase {
-            let lost: Vec<u32> = inflight
+        let once = !self.resent.remove(&index);
+        let (inflight, unasked) = match &mut self.phase {
+            Phase::Head {
+                pieces, inflight, ..
+            } => {
+                let unasked = (0..pieces.len() as u32)
+                    .any(|i| pieces[i as usize].is_none() && !inflight.contains_key(&i));
+                (inflight, unasked)
+            }
+            Phase::Chunks { have, inflight, .. } => {
+                let unasked =
+                    (0..have.len() as u32).any(|i| !have[i as usize] && !inflight.contains_key(&i));
+                (inflight, unasked)
+            }
+            Phase::Idle | Phase::Done => return,
+        };
+        let lost: Vec<u32> = if once {
+            self.rto.sample(now.saturating_sub(asked.sent));
+            inflight
                 .iter()
                 .filter(|(part, f)| f.expired && (f.sent, **part) < (asked.sent, index))
                 .map(|(part, _)| *part)
-                .collect();
-            for part in lost {
-                inflight.remove(&part);
-                self.resent.insert(part);
-                self.stats.retries += 1;
-            }
+                .collect()
+        } else {
+            // Asked more than once: the answer may be to the first request, so it proves
+            // neither a round trip nor that it overtook anything asked in between (nor
+            // does it undo the back-off: on a congested path that would re-ask again at
+            // once). At the tail, where no part asked once is left to tell what was lost,
+            // the oldest expired part is re-asked now, one per answer (as TCP's slow start
+            // after a timeout), instead of one per backed-off expiry.
+            let oldest = inflight
+                .iter()
+                .filter(|(_, f)| f.expired)
+                .min_by_key(|(part, f)| (f.sent, **part))
+                .map(|(part, _)| *part);
+            oldest.filter(|_| !unasked).into_iter().collect()
+        };
+        for part in lost {
+            inflight.remove(&part);
+            self.resent.insert(part);
+            self.stats.retries += 1;
         }
     }
 

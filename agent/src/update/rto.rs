@@ -16,8 +16,9 @@
 pub const MIN_RTO_MS: u64 = 1_000;
 /// The largest timeout, ms (RFC 6298 §2.5: at least 60 s).
 pub const MAX_RTO_MS: u64 = 60_000;
-/// Clock granularity G, ms (the agent's tick).
-pub const GRANULARITY_MS: u64 = 10;
+/// Clock granularity G, ms: the update loop ticks every 200 ms, so a timer cannot fire
+/// more precisely than that (and a timeout of RTT + 10 ms would expire on any jitter).
+pub const GRANULARITY_MS: u64 = 200;
 
 /// The estimator: SRTT, RTTVAR and RTO in milliseconds. Sans-IO: fed samples and
 /// expiries, read with [`Rto::timeout_ms`].
@@ -65,8 +66,7 @@ impl Rto {
             }
         };
         self.estimate = Some((srtt, rttvar));
-        let rto = srtt + (GRANULARITY_MS as f64).max(4.0 * rttvar);
-        self.rto = (rto.ceil() as u64).clamp(self.min, MAX_RTO_MS);
+        self.restore();
     }
 
     /// A request timed out: double the timeout (RFC 6298 §5.5), up to [`MAX_RTO_MS`].
@@ -74,10 +74,17 @@ impl Rto {
         self.rto = self.rto.saturating_mul(2).min(MAX_RTO_MS);
     }
 
-    /// Forget the measurements (a new session may take another route): back to the
-    /// initial timeout.
-    pub fn reset(&mut self) {
-        *self = Self::new(self.initial);
+    /// Undo any back-off without a new sample: the timeout computed from the estimate
+    /// (RFC 6298 §2.3), or the initial one before any sample. For a new session: the
+    /// round trip measured so far still holds, the old session's congestion does not.
+    pub fn restore(&mut self) {
+        self.rto = match self.estimate {
+            None => self.initial,
+            Some((srtt, rttvar)) => {
+                let rto = srtt + (GRANULARITY_MS as f64).max(4.0 * rttvar);
+                (rto.ceil() as u64).clamp(self.min, MAX_RTO_MS)
+            }
+        };
     }
 }
 
@@ -112,16 +119,26 @@ mod tests {
         r.sample(100);
         // 100 + 4·50 = 300, rounded up to the 1 s floor.
         assert_eq!(r.timeout_ms(), MIN_RTO_MS);
-        r.reset();
+        // Backed off, then restored without a sample: the estimate's timeout again.
+        r.back_off();
+        r.back_off();
+        assert_eq!(r.timeout_ms(), 4 * MIN_RTO_MS);
+        r.restore();
+        assert_eq!(r.timeout_ms(), MIN_RTO_MS);
+        assert_eq!(r.srtt_ms(), Some(100.0));
+        // Before any sample, restoring gives the initial timeout.
+        let mut r = Rto::new(5_000);
+        r.back_off();
+        r.restore();
         assert_eq!(r.timeout_ms(), 5_000);
-        assert_eq!(r.srtt_ms(), None);
     }
 
     #[test]
     fn a_small_configured_timeout_is_its_own_floor() {
-        let mut r = Rto::new(200);
+        let mut r = Rto::new(100);
         r.sample(5);
-        assert_eq!(r.timeout_ms(), 200);
+        // 5 + max(G, 4·2.5) = 205: above the 100 ms floor, by the tick's granularity.
+        assert_eq!(r.timeout_ms(), 5 + GRANULARITY_MS);
     }
 
     proptest! {
